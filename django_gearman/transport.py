@@ -1,0 +1,140 @@
+"""Blocking sockets carrying a sans-I/O :class:`~django_gearman.protocol.Connection`.
+
+The only module of the client and worker that touches sockets: connect with a timeout, write
+what the protocol queued, read and return frames.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import NamedTuple
+
+from .protocol import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT, Connection, Frame, Role
+
+__all__ = ["ServerAddress", "Transport", "parse_server", "parse_servers"]
+
+_RECV_SIZE = 256 * 1024
+
+
+class ServerAddress(NamedTuple):
+    """A job server's host and port; ``str()`` gives ``host:port``."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_server(spec: str | tuple[str, int] | ServerAddress) -> ServerAddress:
+    """Parse ``"host"``, ``"host:port"`` or ``"[v6]:port"``; the port defaults to 4730."""
+    if isinstance(spec, tuple):
+        return ServerAddress(str(spec[0]), int(spec[1]))
+    text = spec.strip()
+    if text.startswith("gearman://"):
+        text = text[len("gearman://") :].rstrip("/")
+    host, port = text, DEFAULT_PORT
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"invalid server {spec!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"invalid server {spec!r}")
+            port = _port(rest[1:], spec)
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _port(port_text, spec)
+    if not host:
+        raise ValueError(f"invalid server {spec!r}: empty host")
+    return ServerAddress(host, port)
+
+
+def _port(text: str, spec: object) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"invalid port in server {spec!r}: expected 1-65535")
+    return int(text)
+
+
+def parse_servers(servers: str | tuple[str, int] | list | tuple) -> list[ServerAddress]:
+    """Parse one server or a list; a string may hold several, separated by commas."""
+    if isinstance(servers, ServerAddress) or (
+        isinstance(servers, tuple) and len(servers) == 2 and isinstance(servers[1], int)
+    ):
+        return [parse_server(servers)]  # type: ignore[arg-type]
+    if isinstance(servers, str):
+        servers = [part for part in servers.split(",") if part.strip()]
+    result = [parse_server(spec) for spec in servers]
+    if not result:
+        raise ValueError("no Gearman servers given")
+    return result
+
+
+class Transport:
+    """A (re)connectable blocking socket plus the protocol state of its current connection."""
+
+    __slots__ = ("address", "conn", "max_packet_size", "role", "sock")
+
+    def __init__(
+        self, address: ServerAddress, role: Role, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    ) -> None:
+        self.address = address
+        self.role = role
+        self.max_packet_size = max_packet_size
+        self.sock: socket.socket | None = None
+        self.conn = Connection(role, max_packet_size=max_packet_size)
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    def connect(self, timeout: float) -> None:
+        """Open a fresh connection (with fresh protocol state); raises ``OSError``."""
+        self.close()
+        sock = socket.create_connection(self.address, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.conn = Connection(self.role, max_packet_size=self.max_packet_size)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def fileno(self) -> int:
+        return self.sock.fileno() if self.sock is not None else -1
+
+    def flush(self) -> None:
+        """Write everything the protocol has queued; raises ``OSError``."""
+        data = self.conn.data_to_send()
+        if data:
+            assert self.sock is not None, "flush() on a closed transport"
+            self.sock.sendall(data)
+
+    def read(self, timeout: float | None) -> list[Frame]:
+        """Block up to ``timeout`` seconds for data; return its frames (maybe none yet).
+
+        Raises ``TimeoutError`` when nothing arrives in time, ``ConnectionResetError`` when the
+        peer closed, ``RemoteProtocolError`` when it sent garbage.
+        """
+        sock = self.sock
+        assert sock is not None, "read() on a closed transport"
+        sock.settimeout(timeout)
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except (socket.timeout, BlockingIOError):
+            raise TimeoutError(f"no reply from {self.address} within {timeout or 0:.3g}s") from None
+        if not data:
+            raise ConnectionResetError(f"{self.address} closed the connection")
+        return self.conn.receive_data(data)
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (a ``time.monotonic()`` value), never negative."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())

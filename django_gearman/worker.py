@@ -1,0 +1,405 @@
+"""A Gearman worker: registers functions on every server and runs the jobs they hand out.
+
+One process, one job at a time, any number of servers: the worker keeps a connection to each,
+asks each for work with ``GRAB_JOB_UNIQ``, sleeps with ``PRE_SLEEP`` until a ``NOOP`` wakes it,
+reconnects with backoff when a server goes away (registering its functions again), and stops
+warm on the first SIGINT/SIGTERM (the job in hand finishes) and cold on the second.
+
+A function receives a :class:`Job` and returns the result (bytes, str or None). Raising
+:class:`~django_gearman.exceptions.JobFailed` sends WORK_FAIL; any other exception is logged with
+its traceback and sent as WORK_EXCEPTION (the server turns it into WORK_FAIL for clients that did
+not ask for exceptions).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import random
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from .exceptions import JobFailed
+from .protocol import Packet, PacketType, RemoteProtocolError, Role
+from .transport import ServerAddress, Transport, parse_servers
+
+__all__ = ["Job", "Worker", "exception_payload"]
+
+logger = logging.getLogger("django_gearman.worker")
+
+T = PacketType
+_ASSIGN = {T.JOB_ASSIGN, T.JOB_ASSIGN_UNIQ, T.JOB_ASSIGN_ALL}
+_GRAB = Packet.request(T.GRAB_JOB_UNIQ).encode()
+_PRE_SLEEP = Packet.request(T.PRE_SLEEP).encode()
+
+
+def exception_payload(error: BaseException) -> bytes:
+    """The WORK_EXCEPTION payload: a JSON object with the exception's type and message."""
+    kind = type(error)
+    return json.dumps(
+        {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(error)}, separators=(",", ":")
+    ).encode()
+
+
+class Job:
+    """A job being run: what the client sent, and a way to report progress back to it."""
+
+    __slots__ = ("_link", "data", "function", "handle", "unique")
+
+    def __init__(self, link: _Link, handle: bytes, function: bytes, unique: bytes, data: bytes) -> None:
+        self._link = link
+        self.handle = handle.decode()
+        self.function = function.decode()
+        self.unique = unique.decode(errors="surrogateescape")
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<Job {self.function} {self.handle}>"
+
+    def send_data(self, data: bytes | str) -> None:
+        """Send a chunk of partial output to the waiting clients (WORK_DATA)."""
+        self._send(T.WORK_DATA, _bytes(data))
+
+    def send_warning(self, data: bytes | str) -> None:
+        """Send a warning to the waiting clients (WORK_WARNING)."""
+        self._send(T.WORK_WARNING, _bytes(data))
+
+    def send_status(self, numerator: int, denominator: int) -> None:
+        """Report progress, e.g. ``(3, 10)``; clients and GET_STATUS see it (WORK_STATUS)."""
+        self._send(T.WORK_STATUS, str(int(numerator)).encode(), str(int(denominator)).encode())
+
+    def _send(self, kind: PacketType, *args: bytes) -> None:
+        transport = self._link.transport
+        transport.conn.send(kind, self.handle.encode(), *args)
+        transport.flush()
+
+
+class _State(enum.Enum):
+    DISCONNECTED = "disconnected"
+    GRABBING = "grabbing"  # a GRAB_JOB_UNIQ is outstanding
+    SLEEPING = "sleeping"  # PRE_SLEEP sent; waiting for NOOP
+
+
+class _Link:
+    """The worker's connection to one server and where it stands."""
+
+    __slots__ = ("address", "failures", "retry_at", "state", "transport")
+
+    def __init__(self, address: ServerAddress, max_packet_size: int) -> None:
+        self.address = address
+        self.transport = Transport(address, Role.WORKER, max_packet_size=max_packet_size)
+        self.state = _State.DISCONNECTED
+        self.retry_at = 0.0
+        self.failures = 0
+
+    def fileno(self) -> int:
+        return self.transport.fileno()
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    callback: Callable[[Job], bytes | str | None]
+    timeout: float | None
+
+
+class Worker:
+    """Runs registered functions for jobs from one or more Gearman job servers.
+
+    ``reconnect_delay`` is the first wait before reconnecting to a lost server; it doubles on
+    each failure up to ``max_reconnect_delay`` (with jitter, so workers don't return in a herd).
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "127.0.0.1:4730",
+        *,
+        client_id: str | None = None,
+        connect_timeout: float = 5.0,
+        reconnect_delay: float = 0.5,
+        max_reconnect_delay: float = 30.0,
+        max_packet_size: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.servers = parse_servers(servers)
+        self.client_id = client_id
+        self.connect_timeout = connect_timeout
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.functions: dict[str, _Function] = {}
+        self.jobs_done = 0
+        self._links = [_Link(address, max_packet_size) for address in self.servers]
+        self._stop = False
+        self._wake_r: socket.socket | None = None  # a socketpair while work() runs, so a
+        self._wake_w: socket.socket | None = None  # stop request or signal wakes select()
+
+    def __repr__(self) -> str:
+        return f"<Worker servers={[str(a) for a in self.servers]} functions={sorted(self.functions)}>"
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def register(
+        self, function: str, callback: Callable[[Job], bytes | str | None], *, timeout: float | None = None
+    ) -> None:
+        """Offer ``function``; ``timeout`` (seconds) sends CAN_DO_TIMEOUT, after which the
+        server takes the job back (gearmand requeues it, counting a retry)."""
+        if not function or "\0" in function:
+            raise ValueError("function names must be non-empty text without NUL bytes")
+        self.functions[function] = _Function(callback, timeout)
+        for link in self._links:
+            if link.state is not _State.DISCONNECTED:
+                self._send_can_do(link, function)
+                self._flush(link)
+
+    def unregister(self, function: str) -> None:
+        """Stop offering ``function`` (CANT_DO)."""
+        self.functions.pop(function)
+        for link in self._links:
+            if link.state is not _State.DISCONNECTED:
+                link.transport.conn.send(T.CANT_DO, function.encode())
+                self._flush(link)
+
+    def _send_can_do(self, link: _Link, name: str) -> None:
+        timeout = self.functions[name].timeout
+        if timeout is None:
+            link.transport.conn.send(T.CAN_DO, name.encode())
+        else:
+            link.transport.conn.send(T.CAN_DO_TIMEOUT, name.encode(), str(max(1, round(timeout * 1000))).encode())
+
+    # -- running ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop after the job in hand (warm shutdown); safe from any thread or signal handler."""
+        self._stop = True
+        wake = self._wake_w
+        if wake is not None:
+            try:
+                wake.send(b"!")
+            except OSError:
+                pass
+
+    def work(self, *, burst: bool = False, max_jobs: int | None = None, install_signals: bool = True) -> int:
+        """Run jobs until stopped; return the number of jobs run in this call.
+
+        ``burst`` returns once every reachable server has no job for us (or none is reachable);
+        ``max_jobs`` returns after that many jobs. Signals are handled only in the main thread.
+        """
+        if not self.functions:
+            raise ValueError("register at least one function before calling work()")
+        self._stop = False
+        start = self.jobs_done
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        handlers = self._install_signals() if install_signals else None
+        try:
+            while not self._stop:
+                if max_jobs is not None and self.jobs_done - start >= max_jobs:
+                    break
+                self._connect_due()
+                if burst and self._idle():
+                    logger.info("burst: no jobs left, stopping")
+                    break
+                self._wait_and_process(max_jobs, start)
+        finally:
+            self.close()
+            if handlers is not None:
+                self._restore_signals(handlers)
+            wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, None, None
+            wake_r.close()
+            wake_w.close()
+        return self.jobs_done - start
+
+    def close(self) -> None:
+        """Close every server connection; jobs assigned but not started go back to the queue."""
+        for link in self._links:
+            link.transport.close()
+            link.state = _State.DISCONNECTED
+            link.retry_at = 0.0
+
+    def _idle(self) -> bool:
+        links = self._links
+        connected = [link for link in links if link.state is not _State.DISCONNECTED]
+        if not connected:
+            return all(link.failures for link in links)
+        return all(link.state is _State.SLEEPING for link in connected)
+
+    def _connect_due(self) -> None:
+        now = time.monotonic()
+        for link in self._links:
+            if link.state is _State.DISCONNECTED and link.retry_at <= now:
+                self._connect(link)
+
+    def _connect(self, link: _Link) -> None:
+        try:
+            link.transport.connect(self.connect_timeout)
+        except OSError as error:
+            self._lost(link, error)
+            return
+        conn = link.transport.conn
+        if self.client_id:
+            conn.send(T.SET_CLIENT_ID, self.client_id.encode())
+        for name in self.functions:
+            self._send_can_do(link, name)
+        conn._outgoing.append(_GRAB)
+        link.state = _State.GRABBING
+        if self._flush(link):
+            if link.failures:
+                logger.info("reconnected to %s", link.address)
+            link.failures = 0
+            logger.debug("registered %d function(s) on %s", len(self.functions), link.address)
+
+    def _flush(self, link: _Link) -> bool:
+        try:
+            link.transport.flush()
+        except OSError as error:
+            self._lost(link, error)
+            return False
+        return True
+
+    def _lost(self, link: _Link, error: BaseException) -> None:
+        link.transport.close()
+        link.state = _State.DISCONNECTED
+        delay = min(self.max_reconnect_delay, self.reconnect_delay * 2**link.failures)
+        delay *= random.uniform(0.5, 1.0)
+        link.failures += 1
+        link.retry_at = time.monotonic() + delay
+        log = logger.warning if link.failures == 1 else logger.debug
+        log("lost %s (%s); reconnecting in %.2fs", link.address, error or type(error).__name__, delay)
+
+    def _wait_and_process(self, max_jobs: int | None, start: int) -> None:
+        connected = [link for link in self._links if link.state is not _State.DISCONNECTED]
+        timeout = None
+        pending = [link.retry_at for link in self._links if link.state is _State.DISCONNECTED]
+        if pending:
+            timeout = max(0.0, min(pending) - time.monotonic())
+        ready, _, _ = select.select([*connected, self._wake_r], [], [], timeout)
+        for link in ready:
+            if link is self._wake_r:
+                self._drain_wakeups()
+                continue
+            try:
+                frames = link.transport.read(0)
+            except TimeoutError:
+                continue
+            except (OSError, RemoteProtocolError) as error:
+                self._lost(link, error)
+                continue
+            for frame in frames:
+                if self._stop or link.state is _State.DISCONNECTED:
+                    break
+                self._handle(link, frame, max_jobs, start)
+
+    def _handle(self, link: _Link, frame: object, max_jobs: int | None, start: int) -> None:
+        if not isinstance(frame, Packet):
+            return
+        kind = frame.type
+        if kind in _ASSIGN:
+            args = frame.args
+            if kind is T.JOB_ASSIGN:
+                job = Job(link, args[0], args[1], b"", args[2])
+            else:
+                job = Job(link, args[0], args[1], args[2], args[-1])
+            self._run(link, job)
+            more = not self._stop and (max_jobs is None or self.jobs_done - start < max_jobs)
+            if more:
+                link.transport.conn._outgoing.append(_GRAB)
+                link.state = _State.GRABBING
+            self._flush(link)
+        elif kind is T.NO_JOB:
+            link.transport.conn._outgoing.append(_PRE_SLEEP)
+            link.state = _State.SLEEPING
+            self._flush(link)
+        elif kind is T.NOOP:
+            if link.state is _State.SLEEPING:
+                link.transport.conn._outgoing.append(_GRAB)
+                link.state = _State.GRABBING
+                self._flush(link)
+        elif kind is T.ERROR:
+            logger.error("%s sent ERROR %s: %s", link.address, frame.args[0].decode(errors="replace"), frame.args[1].decode(errors="replace"))
+
+    def _run(self, link: _Link, job: Job) -> None:
+        """Run one job and queue its WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION."""
+        conn = link.transport.conn
+        handle = job.handle.encode()
+        function = self.functions.get(job.function)
+        began = time.perf_counter()
+        if function is None:
+            logger.error("%s assigned %s, which this worker does not offer", link.address, job)
+            conn.send(T.WORK_FAIL, handle)
+            return
+        try:
+            result = function.callback(job)
+            payload = _result_bytes(result)
+        except JobFailed:
+            logger.info("job %s failed (WORK_FAIL)", job)
+            conn.send(T.WORK_FAIL, handle)
+        except Exception as error:
+            logger.exception("job %s raised %s", job, type(error).__name__)
+            conn.send(T.WORK_EXCEPTION, handle, exception_payload(error))
+        else:
+            conn.send_unchecked(T.WORK_COMPLETE, handle, payload)
+        finally:
+            self.jobs_done += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("job %s done in %.2f ms", job, (time.perf_counter() - began) * 1000)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, object] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._warm_signal)
+        assert self._wake_w is not None
+        previous_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        previous[-1] = previous_fd  # type: ignore[assignment]
+        return previous  # type: ignore[return-value]
+
+    def _restore_signals(self, previous: dict[int, object]) -> None:
+        signal.set_wakeup_fd(previous.pop(-1))  # type: ignore[arg-type]
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _warm_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.warning(
+            "%s received: warm shutdown (finishing the job in hand); send it again for a cold shutdown",
+            signal.Signals(signum).name,
+        )
+        self.request_stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._cold_signal)
+
+    def _cold_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.warning("%s received again: cold shutdown", signal.Signals(signum).name)
+        raise SystemExit(128 + signum)
+
+    def _drain_wakeups(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+
+def _result_bytes(result: object) -> bytes:
+    if result is None:
+        return b""
+    if isinstance(result, bytes):
+        return result
+    if isinstance(result, str):
+        return result.encode()
+    if isinstance(result, (bytearray, memoryview)):
+        return bytes(result)
+    raise TypeError(f"a worker function must return bytes, str or None, not {type(result).__name__}")
+
+
+def _bytes(data: bytes | str) -> bytes:
+    return data.encode() if isinstance(data, str) else bytes(data)
