@@ -1,0 +1,100 @@
+"""Admin replies: parsed from gearmand 1.1.20's exact bytes, and formatted back byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_gearman.protocol import AdminError, AdminReply, LocalProtocolError, PacketBuffer, RemoteProtocolError
+from django_gearman.protocol import admin
+
+# Captured from Debian's gearmand 1.1.20 (a worker with id "my worker" offering fn1 and fn2,
+# two background jobs on fn1 and one on fn3 without a unique).
+GEARMAND = {
+    "status": b"fn1\t2\t0\t1\nfn3\t1\t0\t0\nfn2\t0\t0\t1\n.\n",
+    "prioritystatus": b"fn1\t1\t1\t0\t1\nfn3\t0\t0\t1\t0\nfn2\t0\t0\t0\t1\n.\n",
+    "workers": b"18 127.0.0.1 - :\n17 127.0.0.1 my worker : fn2 fn1\n16 127.0.0.1 - :\n.\n",
+    "show jobs": b"H:vm:1\t0\t0\t1\nH:vm:2\t0\t0\t1\nH:vm:3\t0\t0\t1\n.\n",
+    "show unique jobs": b"\nu1\nu2\n.\n",
+}
+
+
+def reply_lines(command: str, wire: bytes) -> list[bytes]:
+    reply = AdminReply(command)
+    done = [reply.add(frame.line) for frame in PacketBuffer().feed(wire)]  # type: ignore[union-attr]
+    assert done[-1] is True and not any(done[:-1])
+    reply.raise_for_error()
+    return reply.lines
+
+
+def test_status() -> None:
+    rows = admin.parse_status(reply_lines("status", GEARMAND["status"]))
+    assert rows[0] == admin.FunctionStatus("fn1", 2, 0, 1)
+    assert rows[0].queued == 2
+    assert admin.format_status(rows) == GEARMAND["status"]
+
+
+def test_priority_status() -> None:
+    rows = admin.parse_priority_status(reply_lines("prioritystatus", GEARMAND["prioritystatus"]))
+    assert rows[1] == admin.PriorityStatus("fn3", 0, 0, 1, 0)
+    assert admin.format_priority_status(rows) == GEARMAND["prioritystatus"]
+
+
+def test_workers_with_spaces_in_client_id() -> None:
+    rows = admin.parse_workers(reply_lines("workers", GEARMAND["workers"]))
+    assert rows[1] == admin.WorkerInfo(17, "127.0.0.1", "my worker", ("fn2", "fn1"))
+    assert rows[0].functions == ()
+    assert admin.format_workers(rows) == GEARMAND["workers"]
+
+
+def test_show_jobs() -> None:
+    rows = admin.parse_jobs(reply_lines("show jobs", GEARMAND["show jobs"]))
+    assert rows[0] == admin.JobInfo("H:vm:1", 0, False, True)
+    assert admin.format_jobs(rows) == GEARMAND["show jobs"]
+
+
+def test_show_unique_jobs_keeps_the_empty_unique() -> None:
+    uniques = admin.parse_unique_jobs(reply_lines("show unique jobs", GEARMAND["show unique jobs"]))
+    assert uniques == ["", "u1", "u2"]
+    assert admin.format_unique_jobs(uniques) == GEARMAND["show unique jobs"]
+
+
+@pytest.mark.parametrize(
+    ("command", "wire", "code", "message"),
+    [
+        ("show foo", b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n", "UNKNOWN_SHOW_ARGUMENTS", ""),
+        ("cancel job x", b"ERR UNKNOWN_JOB\r\n", "UNKNOWN_JOB", ""),
+        ("bogus", b"ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", "UNKNOWN_COMMAND", "Unknown+server+commandbogus"),
+        ("status", b"ERR UNKNOWN_ERROR\r\n", "UNKNOWN_ERROR", ""),
+    ],
+)
+def test_err_replies_raise_admin_error(command: str, wire: bytes, code: str, message: str) -> None:
+    reply = AdminReply(command)
+    assert reply.add(PacketBuffer().feed(wire)[0].line)  # type: ignore[union-attr]
+    with pytest.raises(AdminError) as info:
+        reply.raise_for_error()
+    assert (info.value.code, info.value.message) == (code, message)
+    assert admin.format_error(code, message) == wire
+
+
+def test_single_line_values() -> None:
+    assert admin.parse_value([b"OK 1.1.20+ds"]) == "1.1.20+ds"
+    admin.parse_ok([b"OK"])
+    with pytest.raises(RemoteProtocolError):
+        admin.parse_ok([b"OK 12"])
+    with pytest.raises(RemoteProtocolError):
+        admin.parse_value([b"OK"])
+
+
+def test_malformed_rows_are_remote_errors() -> None:
+    with pytest.raises(RemoteProtocolError, match="status"):
+        admin.parse_status([b"fn1\t2\t0"])
+    with pytest.raises(RemoteProtocolError, match="number"):
+        admin.parse_status([b"fn1\tx\t0\t1"])
+    with pytest.raises(RemoteProtocolError, match="workers"):
+        admin.parse_workers([b"17 127.0.0.1 id-without-separator"])
+
+
+def test_command_line() -> None:
+    assert admin.command_line("maxqueue", "fn", "1", "2", "3") == b"maxqueue fn 1 2 3\n"
+    with pytest.raises(LocalProtocolError):
+        admin.command_line("cancel job", "two words")
