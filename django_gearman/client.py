@@ -537,7 +537,9 @@ class GearmanClient:
             if not item.background:
                 server.running.setdefault(args[0], []).append(item)
         elif kind is T.WORK_FAIL:
-            for task in server.running.pop(args[0], ()):
+            # gearmand 1.1.20 sends the WORK_FAIL it makes from a WORK_EXCEPTION (for clients
+            # without the exceptions option) with a stray trailing NUL after the handle.
+            for task in server.running.pop(args[0].rstrip(b"\0"), ()):
                 self._finish(task, TaskState.FAILED)
         elif kind is T.WORK_EXCEPTION:
             for task in server.running.pop(args[0], ()):

@@ -191,7 +191,6 @@ class Worker:
         """
         if not self.functions:
             raise ValueError("register at least one function before calling work()")
-        self._stop = False
         start = self.jobs_done
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -213,6 +212,7 @@ class Worker:
             wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, None, None
             wake_r.close()
             wake_w.close()
+            self._stop = False  # reset here, not at the start: a stop requested early still counts
         return self.jobs_done - start
 
     def close(self) -> None:

@@ -1,0 +1,134 @@
+"""Fixtures for real peers: gearmand, PHP (pecl gearman) and the gearman CLI tools.
+
+Each fixture checks its peer first: a missing one skips the test locally and fails it in CI.
+Everything started here is stopped at teardown, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from .peers import (
+    Gearmand,
+    PeerError,
+    PhpProcess,
+    gearadmin_path,
+    gearman_cli_path,
+    gearmand_path,
+    php_path,
+    run_php,
+    start_php,
+)
+
+
+@pytest.fixture
+def gearmand() -> Iterator[Gearmand]:
+    """A started gearmand on 127.0.0.1:<free port> (``.address``, ``.kill()``, ``.restart()``)."""
+    gearmand_path()
+    server = Gearmand()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gearmand_factory() -> Iterator[Callable[..., Gearmand]]:
+    """``make(port=None, *, extra_args=(), queue_db=None, threads=1, start=True) -> Gearmand``.
+
+    Every server made is stopped at teardown.
+    """
+    gearmand_path()
+    servers: list[Gearmand] = []
+
+    def make(
+        port: int | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        queue_db: str | os.PathLike[str] | None = None,
+        threads: int = 1,
+        start: bool = True,
+    ) -> Gearmand:
+        server = Gearmand(port, extra_args=extra_args, queue_db=queue_db, threads=threads)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class PhpPeer:
+    """Runs the scripts in ``tests/php/``; what it starts is stopped at teardown."""
+
+    def __init__(self) -> None:
+        self.path = php_path()
+        self._started: list[PhpProcess] = []
+
+    def run(
+        self, script: str, *args: object, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """``subprocess.CompletedProcess`` (text) of a script run to its end."""
+        return run_php(script, *args, timeout=timeout)
+
+    def start(
+        self, script: str, *args: object, wait_for: str | None = None, timeout: float = 10.0
+    ) -> PhpProcess:
+        process = start_php(script, *args, wait_for=wait_for, timeout=timeout)
+        self._started.append(process)
+        return process
+
+    def worker(self, address: str, *args: object, timeout: float = 10.0) -> PhpProcess:
+        """``worker.php ADDRESS [ARGS]``, returned once it printed ``ready``."""
+        return self.start("worker.php", address, *args, wait_for="ready", timeout=timeout)
+
+    def client(
+        self, address: str, mode: str, function: str, *args: object, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Run ``client.php ADDRESS MODE FUNCTION ARGS`` and return its JSON line."""
+        result = self.run("client.php", address, mode, function, *args, timeout=timeout)
+        lines = result.stdout.strip().splitlines()
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise PeerError(
+                f"client.php {mode} {function} printed no JSON (exit {result.returncode}):\n"
+                f"stdout: {result.stdout!r}\nstderr: {result.stderr}"
+            ) from None
+
+    def close(self) -> None:
+        for process in self._started:
+            process.stop()
+
+
+@pytest.fixture
+def php() -> Iterator[PhpPeer]:
+    """PHP with the gearman extension: ``.run()``, ``.start()``, ``.worker()``, ``.client()``."""
+    peer = PhpPeer()
+    try:
+        yield peer
+    finally:
+        peer.close()
+
+
+@pytest.fixture
+def gearman_cli() -> str:
+    """Path of the ``gearman`` command-line client/worker (gearman-tools)."""
+    return gearman_cli_path()
+
+
+@pytest.fixture
+def gearadmin() -> str:
+    """Path of ``gearadmin`` (gearman-tools)."""
+    return gearadmin_path()

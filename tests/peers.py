@@ -1,0 +1,453 @@
+"""Real Gearman peers as subprocesses: Debian's gearmand, the gearman CLI and PHP (pecl gearman).
+
+Every server binds 127.0.0.1 on a free port, and every process started here is stopped by its
+owner (the fixtures in ``conftest.py`` do it at teardown). A missing peer skips the test locally
+and fails it in CI (``CI`` set), where ``scripts/test`` has installed them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+HOST = "127.0.0.1"
+PHP_DIR = Path(__file__).resolve().parent / "php"
+INSTALL_HINT = (
+    "install the Debian packages gearman-job-server gearman-tools php-cli php-gearman "
+    "(bash scripts/test does it)"
+)
+
+
+class PeerError(RuntimeError):
+    """A peer process did not start or behave as expected."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_peer(name: str, path: str | None) -> str:
+    """Return ``path``; when it is None, fail the test in CI and skip it elsewhere."""
+    if path:
+        return path
+    message = f"{name} is not available: {INSTALL_HINT}"
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@functools.cache
+def find_gearmand() -> str | None:
+    if os.access("/usr/sbin/gearmand", os.X_OK):
+        return "/usr/sbin/gearmand"
+    return shutil.which("gearmand")
+
+
+@functools.cache
+def find_php_with_gearman() -> str | None:
+    """``php`` if its ``php -m`` lists the gearman extension."""
+    php = shutil.which("php")
+    if php is None:
+        return None
+    try:
+        modules = subprocess.run(
+            [php, "-m"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return php if "gearman" in modules.split() else None
+
+
+def gearmand_path() -> str:
+    return require_peer("gearmand", find_gearmand())
+
+
+def gearman_cli_path() -> str:
+    return require_peer("gearman (CLI)", shutil.which("gearman"))
+
+
+def gearadmin_path() -> str:
+    return require_peer("gearadmin", shutil.which("gearadmin"))
+
+
+def php_path() -> str:
+    return require_peer("php with the gearman extension", find_php_with_gearman())
+
+
+def _split_address(address: Any) -> tuple[str, int]:
+    if hasattr(address, "address"):
+        address = address.address
+    if isinstance(address, tuple):
+        return address[0], int(address[1])
+    host, _, port = str(address).rpartition(":")
+    return host or HOST, int(port)
+
+
+def admin_command(
+    address: Any, command: str, *, multiline: bool | None = None, timeout: float = 5.0
+) -> bytes:
+    """Send one text admin line (``status``, ``version``...) and return the raw reply.
+
+    ``address`` is ``"host:port"``, a ``(host, port)`` tuple or anything with ``.address``.
+    A reply starting with ``OK``/``ERR`` is one line; anything else is read up to the closing
+    ``.`` line. Pass ``multiline`` to force either reading.
+    """
+    host, port = _split_address(address)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(command.encode() + b"\n")
+        reply = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return reply
+            reply += chunk
+            single = multiline is False or (multiline is None and reply.startswith((b"OK", b"ERR")))
+            if single:
+                if b"\n" in reply:
+                    return reply
+            elif reply == b".\n" or reply.endswith(b"\n.\n"):
+                return reply
+
+
+def _stop_process(process: subprocess.Popen[Any], *, term_timeout: float = 5.0) -> None:
+    if process.poll() is None:
+        try:
+            process.send_signal(signal.SIGTERM)
+            process.wait(term_timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Gearmand:
+    """Debian's gearmand on 127.0.0.1, started in the foreground with everything in a temp dir.
+
+    ``gearmand`` never daemonizes without ``-d``, but as root it writes ``/var/gearmand.pid``
+    unless told otherwise, and it reads ``/etc/gearmand.conf`` if present: both are pointed away.
+    With ``queue_db`` it keeps background jobs in that sqlite file (``-q libsqlite3``), which
+    survives ``kill()`` + ``restart()``.
+
+    ``threads`` is ``-t``: 1 I/O thread by default, not 0. With ``-t 0`` (no I/O threads)
+    gearmand 1.1.20 never fires CAN_DO_TIMEOUT timers: a timed-out job just runs on.
+    """
+
+    start_timeout = 10.0
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        queue_db: str | os.PathLike[str] | None = None,
+        threads: int = 1,
+    ) -> None:
+        self.host = HOST
+        self.threads = threads
+        self._fixed_port = port is not None
+        self.port = port if port is not None else free_port()
+        self.extra_args = tuple(extra_args)
+        self.queue_db = os.fspath(queue_db) if queue_db is not None else None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_file(self) -> Path | None:
+        return self._dir / "gearmand.log" if self._dir is not None else None
+
+    def command(self) -> list[str]:
+        assert self._dir is not None
+        cmd = [
+            find_gearmand() or "gearmand",
+            "-L",
+            self.host,
+            "-p",
+            str(self.port),
+            "-t",
+            str(self.threads),
+            f"--log-file={self._dir / 'gearmand.log'}",
+            "--verbose=WARNING",
+            f"--pid-file={self._dir / 'gearmand.pid'}",
+            "--config-file=/dev/null",
+        ]
+        if self.queue_db is not None:
+            cmd += ["-q", "libsqlite3", f"--libsqlite3-db={self.queue_db}"]
+        return cmd + list(self.extra_args)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self._dir is None:
+            return ""
+        return "\n".join(
+            part
+            for part in (
+                _tail(self._dir / "stderr.log", lines),
+                _tail(self._dir / "gearmand.log", lines),
+            )
+            if part
+        )
+
+    def start(self) -> Gearmand:
+        """Start and wait until this very process answers ``getpid`` on its port."""
+        if self.running:
+            raise PeerError(f"gearmand on {self.address} is already running")
+        require_peer("gearmand", find_gearmand())
+        attempts = 1 if self._fixed_port else 3
+        for attempt in range(attempts):
+            if attempt:
+                self.port = free_port()  # lost a race for the port: take another
+            try:
+                self._spawn_and_wait()
+                return self
+            except _PortTaken:
+                self._cleanup()
+            except BaseException:
+                self.kill()  # reap it and remove its temp dir; the error has the log tail
+                raise
+        raise PeerError(f"gearmand could not bind a free port (last {self.address})")
+
+    def _spawn_and_wait(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="gearmand-"))
+        with open(self._dir / "stderr.log", "wb") as stderr:
+            self._process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+            )
+        deadline = time.monotonic() + self.start_timeout
+        expected = f"OK {self._process.pid}".encode()
+        while True:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                raise PeerError(
+                    f"gearmand exited with {code} while starting on {self.address}:\n"
+                    f"{' '.join(self.command())}\n{self.log_tail()}"
+                )
+            try:
+                reply = admin_command(self.address, "getpid", timeout=1.0)
+            except OSError:
+                reply = None
+            if reply is not None:
+                if reply.strip() == expected:
+                    return
+                # Something else answers on this port while ours keeps retrying bind().
+                _stop_process(self._process)
+                if not self._fixed_port:
+                    raise _PortTaken
+                raise PeerError(f"port {self.port} is taken by another process (it said {reply!r})")
+            if time.monotonic() > deadline:
+                _stop_process(self._process)
+                raise PeerError(
+                    f"gearmand did not accept connections on {self.address} within "
+                    f"{self.start_timeout:.0f} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL. Returns the exit status (None if never started)."""
+        process = self._process
+        if process is not None:
+            _stop_process(process, term_timeout=timeout)
+        self._cleanup()
+        return process.returncode if process is not None else None
+
+    def kill(self) -> int | None:
+        """SIGKILL and wait: a crash, nothing flushed."""
+        process = self._process
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        self._cleanup()
+        return process.returncode if process is not None else None
+
+    def restart(self) -> Gearmand:
+        """Start again on the same port (stopping first if it still runs)."""
+        if self.running:
+            self.stop()
+        self._fixed_port = True
+        return self.start()
+
+    def _cleanup(self) -> None:
+        self._process = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> Gearmand:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<Gearmand {self.address} {state}>"
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _php_command(script: str | os.PathLike[str], args: Sequence[object]) -> list[str]:
+    path = Path(script)
+    if not path.is_absolute() and path.parent == Path("."):
+        path = PHP_DIR / path
+    # Warnings go to stderr, so stdout stays one JSON line / "ready".
+    return [php_path(), "-d", "display_errors=stderr", str(path), *map(str, args)]
+
+
+def run_php(
+    script: str | os.PathLike[str], *args: object, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/php/<script>`` to completion and capture its output (text)."""
+    return subprocess.run(
+        _php_command(script, args),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class PhpProcess:
+    """A PHP script running in the background; ``stop()`` always reaps it."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.args = command
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        try:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            )
+        except BaseException:
+            self._stderr.close()
+            raise
+        self._stdout = b""
+        self._stderr_text = ""
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll()
+
+    def _read_available(self, timeout: float) -> bytes | None:
+        """Read what stdout has within ``timeout``: None if nothing came, b"" at EOF."""
+        stdout = self._process.stdout
+        if stdout is None or stdout.closed:
+            return b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                return None
+        chunk = os.read(stdout.fileno(), 65536)
+        self._stdout += chunk
+        return chunk
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until stdout has a line equal to ``text`` (e.g. the worker's ``ready``)."""
+        wanted = text.encode()
+        deadline = time.monotonic() + timeout
+        while wanted not in self._stdout.splitlines():
+            remaining = deadline - time.monotonic()
+            eof = remaining > 0 and self._read_available(min(remaining, 0.5)) == b""
+            if remaining <= 0 or eof:
+                if wanted in self._stdout.splitlines():
+                    return
+                self.stop()
+                raise PeerError(
+                    f"{' '.join(self.args)} did not print {text!r} within {timeout:.0f} s "
+                    f"(exit {self.returncode}); stdout={self._stdout!r}; stderr:\n{self.stderr}"
+                )
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for a process that ends by itself (``--max-jobs``)."""
+        return self._process.wait(timeout)
+
+    @property
+    def stdout(self) -> str:
+        """What it printed so far (read without blocking)."""
+        while self._read_available(0):
+            pass  # None (nothing more now) and b"" (EOF) both end the loop
+        return self._stdout.decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        if self._stderr.closed:
+            return self._stderr_text
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, wait, then SIGKILL; closes the pipes. Safe to call twice."""
+        _stop_process(self._process, term_timeout=timeout)
+        if self._process.stdout is not None and not self._process.stdout.closed:
+            try:
+                self.stdout  # noqa: B018 - keep what is left for error messages
+            finally:
+                self._process.stdout.close()
+        if not self._stderr.closed:
+            self._stderr_text = self.stderr
+            self._stderr.close()
+        return self._process.returncode
+
+    def __enter__(self) -> PhpProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<PhpProcess {self.args[3:]} pid {self.pid} exit {self.returncode}>"
+
+
+def start_php(
+    script: str | os.PathLike[str],
+    *args: object,
+    wait_for: str | None = None,
+    timeout: float = 10.0,
+) -> PhpProcess:
+    """Start ``tests/php/<script>``; with ``wait_for``, return once it printed that line."""
+    process = PhpProcess(_php_command(script, args))
+    if wait_for is not None:
+        process.wait_for(wait_for, timeout)
+    return process
