@@ -130,11 +130,11 @@ def test_task_set_collects_per_task_results(gearmand) -> None:
 
 
 def test_timeout_then_client_still_works(gearmand) -> None:
-    with GearmanClient([gearmand.address], timeout=10) as client:
+    with GearmanClient([gearmand.address], timeout=120) as client:
         started = time.monotonic()
         with pytest.raises(JobTimeout):
             client.submit("no_worker_for_this", b"x", timeout=0.3)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 60  # the call's timeout, not the client's 120 s
         with worker_thread(gearmand.address, {"reverse": reverse}):
             assert client.submit("reverse", b"ok") == b"ko"
 

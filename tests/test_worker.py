@@ -113,10 +113,10 @@ def test_can_do_timeout_makes_gearmand_give_up(gearmand_factory) -> None:
 
     with worker_thread(server.address, {"slow": slow}, timeouts={"slow": 1.0}):
         with GearmanClient([server.address], timeout=10) as client:
-            started = time.monotonic()
+            # Without the timeout the job would complete ("too late"); gearmand took it back
+            # after 1 s and, with --job-retries=1, failed it for the client.
             with pytest.raises(JobFailed):
                 client.submit("slow")
-            assert time.monotonic() - started < 2.4  # gearmand failed it at the 1 s timeout
 
 
 WORKER_SCRIPT = textwrap.dedent(
