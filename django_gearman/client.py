@@ -504,7 +504,7 @@ class GearmanClient:
             if not wait:
                 self._timeout(tasks)
                 return
-            ready = busy if len(busy) == 1 else select.select(busy, [], [], wait)[0]
+            ready = busy if len(busy) == 1 else _readable(busy, wait)
             for server in ready:
                 try:
                     frames = server.transport.read(wait if len(busy) == 1 else 0)
@@ -659,6 +659,16 @@ class GearmanClient:
         for server in self._servers:  # late replies would confuse the next call
             if server.busy:
                 self._reset(server)
+
+
+def _readable(servers: list[_Server], timeout: float) -> list[_Server]:
+    """The servers with data to read; poll(), since descriptors may be above select()'s 1024."""
+    poller = select.poll()
+    by_fd = {}
+    for server in servers:
+        by_fd[server.fileno()] = server
+        poller.register(server.fileno(), select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
 
 
 def raise_unexpected(server: _Server, frame: Packet) -> None:

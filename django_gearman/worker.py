@@ -278,9 +278,18 @@ class Worker:
         pending = [link.retry_at for link in self._links if link.state is _State.DISCONNECTED]
         if pending:
             timeout = max(0.0, min(pending) - time.monotonic())
-        ready, _, _ = select.select([*connected, self._wake_r], [], [], timeout)
-        for link in ready:
-            if link is self._wake_r:
+        # poll(), not select(): a process may hold file descriptors above 1024.
+        poller = select.poll()
+        by_fd = {}
+        for link in connected:
+            by_fd[link.fileno()] = link
+            poller.register(link.fileno(), select.POLLIN)
+        assert self._wake_r is not None
+        poller.register(self._wake_r.fileno(), select.POLLIN)
+        events = poller.poll(None if timeout is None else timeout * 1000)
+        for fd, _ in events:
+            link = by_fd.get(fd)
+            if link is None:
                 self._drain_wakeups()
                 continue
             try:

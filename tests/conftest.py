@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from .peers import (
+    EmbeddedServer,
     Gearmand,
     PeerError,
     PhpProcess,
@@ -37,6 +38,49 @@ def gearmand() -> Iterator[Gearmand]:
         yield server
     finally:
         server.stop()
+
+
+SERVER_KINDS = {"embedded": EmbeddedServer, "gearmand": Gearmand}
+
+
+@pytest.fixture(params=list(SERVER_KINDS))
+def gearman_server(request: pytest.FixtureRequest) -> Iterator[Gearmand]:
+    """Each test runs twice: against our embedded server and against Debian's gearmand.
+
+    ``.kind`` says which; both have ``.address``, ``.pid``, ``.kill()``, ``.restart()``.
+    """
+    cls = SERVER_KINDS[request.param]
+    if cls is Gearmand:
+        gearmand_path()
+    server = cls()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=list(SERVER_KINDS))
+def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Gearmand]]:
+    """Like ``gearmand_factory``, for the parametrized kind (``make.kind`` tells which)."""
+    cls = SERVER_KINDS[request.param]
+    if cls is Gearmand:
+        gearmand_path()
+    servers: list[Gearmand] = []
+
+    def make(port: int | None = None, *, extra_args: Sequence[str] = (), queue_db: Any = None, start: bool = True) -> Gearmand:
+        server = cls(port, extra_args=extra_args, queue_db=queue_db)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    make.kind = request.param  # type: ignore[attr-defined]
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture

@@ -158,6 +158,7 @@ class Gearmand:
     gearmand 1.1.20 never fires CAN_DO_TIMEOUT timers: a timed-out job just runs on.
     """
 
+    kind = "gearmand"
     start_timeout = 10.0
 
     def __init__(
@@ -228,7 +229,7 @@ class Gearmand:
         """Start and wait until this very process answers ``getpid`` on its port."""
         if self.running:
             raise PeerError(f"gearmand on {self.address} is already running")
-        require_peer("gearmand", find_gearmand())
+        self._require()
         attempts = 1 if self._fixed_port else 3
         for attempt in range(attempts):
             if attempt:
@@ -247,7 +248,7 @@ class Gearmand:
         self._dir = Path(tempfile.mkdtemp(prefix="gearmand-"))
         with open(self._dir / "stderr.log", "wb") as stderr:
             self._process = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+                self.command(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=ROOT
             )
         deadline = time.monotonic() + self.start_timeout
         expected = f"OK {self._process.pid}".encode()
@@ -303,6 +304,9 @@ class Gearmand:
         self._fixed_port = True
         return self.start()
 
+    def _require(self) -> None:
+        require_peer("gearmand", find_gearmand())
+
     def _cleanup(self) -> None:
         self._process = None
         if self._dir is not None:
@@ -322,6 +326,33 @@ class Gearmand:
 
 class _PortTaken(Exception):
     pass
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class EmbeddedServer(Gearmand):
+    """Our server, ``python -m django_gearman.server``, driven exactly like :class:`Gearmand`.
+
+    gearmand-style ``extra_args`` that our command shares (``--job-retries=N``,
+    ``--worker-wakeup=N``) pass through; ``queue_db`` becomes ``--queue PATH``.
+    """
+
+    kind = "embedded"
+
+    def command(self) -> list[str]:
+        import sys
+
+        cmd = [sys.executable, "-m", "django_gearman.server", self.address, "--log-level", "WARNING"]
+        cmd += ["--queue", self.queue_db or "memory"]
+        return cmd + list(self.extra_args)
+
+    def _require(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<EmbeddedServer {self.address} {state}>"
 
 
 def _php_command(script: str | os.PathLike[str], args: Sequence[object]) -> list[str]:

@@ -18,8 +18,8 @@ from .peers import free_port
 pytestmark = pytest.mark.interop
 
 
-def test_unique_routes_deterministically_and_others_spread(gearmand_factory) -> None:
-    servers = [gearmand_factory().address, gearmand_factory().address]
+def test_unique_routes_deterministically_and_others_spread(server_factory) -> None:
+    servers = [server_factory().address, server_factory().address]
     with GearmanClient(servers) as client:
         keys = [f"key-{n}" for n in range(40)]
         first = {u: str(client.submit_background("routed", unique=u).server) for u in keys}
@@ -31,8 +31,8 @@ def test_unique_routes_deterministically_and_others_spread(gearmand_factory) -> 
         assert spread == {servers[0]: 5, servers[1]: 5}
 
 
-def test_task_set_runs_over_all_servers_in_parallel(gearmand_factory) -> None:
-    servers = [gearmand_factory().address, gearmand_factory().address]
+def test_task_set_runs_over_all_servers_in_parallel(server_factory) -> None:
+    servers = [server_factory().address, server_factory().address]
     release = threading.Barrier(2, timeout=5)
 
     def meet(job):  # each server's worker blocks until the other server's worker runs too
@@ -46,8 +46,8 @@ def test_task_set_runs_over_all_servers_in_parallel(gearmand_factory) -> None:
     assert {str(t.handle.server) for t in tasks} == set(servers)
 
 
-def test_worker_serves_every_server(gearmand_factory) -> None:
-    servers = [gearmand_factory().address, gearmand_factory().address]
+def test_worker_serves_every_server(server_factory) -> None:
+    servers = [server_factory().address, server_factory().address]
     seen = collections.Counter()
     with worker_thread(servers, {"count": lambda job: seen.update([job.data])}):
         with GearmanClient(servers, timeout=10) as client:
@@ -56,22 +56,22 @@ def test_worker_serves_every_server(gearmand_factory) -> None:
     assert sum(seen.values()) == 20
 
 
-def test_dead_server_is_skipped(gearmand_factory) -> None:
-    live = gearmand_factory().address
+def test_dead_server_is_skipped(server_factory) -> None:
+    live = server_factory().address
     dead = f"127.0.0.1:{free_port()}"
     with GearmanClient([dead, live], connect_timeout=1, timeout=10) as client:
         handles = [client.submit_background("skip") for _ in range(6)]
     assert {str(h.server) for h in handles} == {live}
 
 
-def test_failover_loses_no_background_job(gearmand_factory, tmp_path) -> None:
+def test_failover_loses_no_background_job(server_factory, tmp_path) -> None:
     """Two gearmand with durable queues; one is killed with -9 mid-run and comes back.
 
     The client keeps submitting through the outage (to the survivor), the worker reconnects
     to the restarted server and drains what it had persisted: every job runs.
     """
-    a = gearmand_factory(queue_db=str(tmp_path / "a.sqlite"))
-    b = gearmand_factory(queue_db=str(tmp_path / "b.sqlite"))
+    a = server_factory(queue_db=str(tmp_path / "a.sqlite"))
+    b = server_factory(queue_db=str(tmp_path / "b.sqlite"))
     servers = [a.address, b.address]
     done: set[int] = set()
     lock = threading.Lock()

@@ -25,74 +25,74 @@ pytestmark = pytest.mark.interop
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_burst_drains_the_queue_and_returns_the_count(gearmand) -> None:
-    with GearmanClient([gearmand.address]) as client:
+def test_burst_drains_the_queue_and_returns_the_count(gearman_server) -> None:
+    with GearmanClient([gearman_server.address]) as client:
         client.submit_background_many([("burst", str(n)) for n in range(25)])
     seen: list[bytes] = []
-    worker = Worker([gearmand.address])
+    worker = Worker([gearman_server.address])
     worker.register("burst", lambda job: seen.append(job.data))
     assert worker.work(burst=True) == 25
     assert sorted(seen, key=int) == [str(n).encode() for n in range(25)]
     assert worker.work(burst=True) == 0  # nothing left: returns at once
 
 
-def test_max_jobs_stops_and_leaves_the_rest_queued(gearmand) -> None:
-    with GearmanClient([gearmand.address]) as client:
+def test_max_jobs_stops_and_leaves_the_rest_queued(gearman_server) -> None:
+    with GearmanClient([gearman_server.address]) as client:
         client.submit_background_many([("limited", b"x")] * 10)
-    worker = Worker([gearmand.address])
+    worker = Worker([gearman_server.address])
     worker.register("limited", lambda job: None)
     assert worker.work(max_jobs=4) == 4
-    with GearmanAdminClient(gearmand.address) as admin:
+    with GearmanAdminClient(gearman_server.address) as admin:
         (row,) = [r for r in admin.status() if r.function == "limited"]
     assert (row.total, row.running) == (6, 0)
 
 
-def test_client_id_functions_and_unique_reach_the_server(gearmand) -> None:
+def test_client_id_functions_and_unique_reach_the_server(gearman_server) -> None:
     uniques: list[str] = []
     functions = {"ident": lambda job: uniques.append(job.unique) or job.function, "other": print}
-    with worker_thread(gearmand.address, functions, client_id="worker-7"), GearmanAdminClient(gearmand.address) as admin:
+    with worker_thread(gearman_server.address, functions, client_id="worker-7"), GearmanAdminClient(gearman_server.address) as admin:
         row = wait_for(lambda: [w for w in admin.workers() if w.client_id == "worker-7"], what="worker row")[0]
         assert sorted(row.functions) == ["ident", "other"]
-        with GearmanClient([gearmand.address]) as client:
+        with GearmanClient([gearman_server.address]) as client:
             assert client.submit("ident", unique="the-unique") == b"ident"
     assert uniques == ["the-unique"]
 
 
-def test_exception_is_logged_with_traceback(gearmand, caplog) -> None:
+def test_exception_is_logged_with_traceback(gearman_server, caplog) -> None:
     def broken(job: Job) -> None:
         raise KeyError("missing")
 
     caplog.set_level(logging.ERROR, logger="django_gearman.worker")
-    with worker_thread(gearmand.address, {"broken": broken}), GearmanClient([gearmand.address]) as client:
+    with worker_thread(gearman_server.address, {"broken": broken}), GearmanClient([gearman_server.address]) as client:
         with pytest.raises(Exception, match="KeyError"):
             client.submit("broken")
     (record,) = [r for r in caplog.records if "broken" in r.getMessage()]
     assert record.exc_info and record.exc_info[0] is KeyError
 
 
-def test_bad_return_type_becomes_exception_and_worker_keeps_going(gearmand) -> None:
-    with worker_thread(gearmand.address, {"bad": lambda job: 42, "good": lambda job: b"ok"}):
-        with GearmanClient([gearmand.address]) as client:
+def test_bad_return_type_becomes_exception_and_worker_keeps_going(gearman_server) -> None:
+    with worker_thread(gearman_server.address, {"bad": lambda job: 42, "good": lambda job: b"ok"}):
+        with GearmanClient([gearman_server.address]) as client:
             with pytest.raises(Exception, match="TypeError"):
                 client.submit("bad")
             assert client.submit("good") == b"ok"
 
 
-def test_unregister_sends_cant_do(gearmand) -> None:
-    with worker_thread(gearmand.address, {"keep": print, "drop": print}, client_id="unreg") as worker, GearmanAdminClient(
-        gearmand.address
+def test_unregister_sends_cant_do(gearman_server) -> None:
+    with worker_thread(gearman_server.address, {"keep": print, "drop": print}, client_id="unreg") as worker, GearmanAdminClient(
+        gearman_server.address
     ) as admin:
         wait_for(lambda: [w for w in admin.workers() if w.client_id == "unreg" and len(w.functions) == 2])
         worker.unregister("drop")  # from another thread: the link queues CANT_DO
         wait_for(lambda: [w for w in admin.workers() if w.client_id == "unreg" and w.functions == ("keep",)])
 
 
-def test_reconnects_after_server_restart(gearmand) -> None:
-    with worker_thread(gearmand.address, {"reverse": lambda job: job.data[::-1]}, reconnect_delay=0.05):
-        with GearmanClient([gearmand.address], timeout=10, retry_delay=0.05) as client:
+def test_reconnects_after_server_restart(gearman_server) -> None:
+    with worker_thread(gearman_server.address, {"reverse": lambda job: job.data[::-1]}, reconnect_delay=0.05):
+        with GearmanClient([gearman_server.address], timeout=10, retry_delay=0.05) as client:
             assert client.submit("reverse", b"before") == b"erofeb"
-            gearmand.kill()
-            gearmand.restart()
+            gearman_server.kill()
+            gearman_server.restart()
             result = wait_for(lambda: _try_submit(client, b"after"), timeout=15, what="job after restart")
     assert result == b"retfa"
 
@@ -104,8 +104,8 @@ def _try_submit(client: GearmanClient, data: bytes) -> bytes | None:
         return None
 
 
-def test_can_do_timeout_makes_gearmand_give_up(gearmand_factory) -> None:
-    server = gearmand_factory(extra_args=["--job-retries=1"])
+def test_can_do_timeout_makes_gearmand_give_up(server_factory) -> None:
+    server = server_factory(extra_args=["--job-retries=1"])
 
     def slow(job: Job) -> bytes:
         time.sleep(2.5)
@@ -142,10 +142,10 @@ def _start_worker_process(address: str) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_first_signal_is_warm_shutdown(gearmand, sig) -> None:
-    process = _start_worker_process(gearmand.address)
+def test_first_signal_is_warm_shutdown(gearman_server, sig) -> None:
+    process = _start_worker_process(gearman_server.address)
     try:
-        with GearmanClient([gearmand.address], timeout=15) as client:
+        with GearmanClient([gearman_server.address], timeout=15) as client:
             handle = client.submit_background("slow", b"1.0")
             assert process.stdout.readline().strip() == "started"
             os.kill(process.pid, sig)
@@ -159,10 +159,10 @@ def test_first_signal_is_warm_shutdown(gearmand, sig) -> None:
         process.wait()
 
 
-def test_second_signal_is_cold_shutdown_and_job_is_requeued(gearmand) -> None:
-    process = _start_worker_process(gearmand.address)
+def test_second_signal_is_cold_shutdown_and_job_is_requeued(gearman_server) -> None:
+    process = _start_worker_process(gearman_server.address)
     try:
-        with GearmanClient([gearmand.address], timeout=15) as client:
+        with GearmanClient([gearman_server.address], timeout=15) as client:
             handle = client.submit_background("slow", b"30")
             assert process.stdout.readline().strip() == "started"
             os.kill(process.pid, signal.SIGTERM)

@@ -1,0 +1,9 @@
+"""``python -m django_gearman.server [addr:]port``: the job server without a Django project."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

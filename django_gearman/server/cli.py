@@ -1,0 +1,133 @@
+"""Command-line front end shared by ``python -m django_gearman.server`` and ``manage.py gearmand``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import re
+import signal
+import sys
+from collections.abc import Callable
+
+from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
+from .app import GearmanServer, raise_file_limit
+from .store import open_store
+
+__all__ = ["ServerError", "add_arguments", "parse_addrport", "run", "main"]
+
+logger = logging.getLogger("django_gearman.server")
+
+DEFAULT_ADDR = "127.0.0.1"
+
+_ADDRPORT = re.compile(r"^(?:(?P<addr>\[[0-9a-fA-F:.]+\]|[\w.-]+):)?(?P<port>\d+)$|^(?P<host>\[[0-9a-fA-F:.]+\]|[\w.-]+)$")
+
+ERRORS = {
+    errno.EACCES: "You don't have permission to access that port.",
+    errno.EADDRINUSE: "That port is already in use.",
+    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
+}
+
+
+class ServerError(Exception):
+    """The server could not start; the message says what to fix."""
+
+
+def parse_addrport(value: str) -> tuple[str, int]:
+    """``"[addr:]port"`` (or just an address) as runserver takes it."""
+    match = _ADDRPORT.match(value.strip())
+    if not match:
+        raise ValueError(f'"{value}" is not a valid port number or address:port pair.')
+    host = match.group("addr") or match.group("host") or DEFAULT_ADDR
+    port = int(match.group("port") or DEFAULT_PORT)
+    if not 0 <= port < 65536:
+        raise ValueError(f"port {port} is out of range (0-65535)")
+    return host.strip("[]"), port
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, default_queue: str = "memory") -> None:
+    parser.add_argument("addrport", nargs="?", default=f"{DEFAULT_ADDR}:{DEFAULT_PORT}", help="[addr:]port to listen on (default 127.0.0.1:4730; port 0 picks a free one)")
+    parser.add_argument("--queue", default=default_queue, help=f"durable store for background jobs: a SQLite file path, or 'memory' (default: {default_queue})")
+    parser.add_argument("--job-retries", type=_non_negative, default=0, help="give up on a job after its worker vanished this many times (0 = never, as gearmand -j 0)")
+    parser.add_argument("--worker-wakeup", type=_non_negative, default=0, help="sleeping workers to wake per new job (0 = all)")
+    parser.add_argument("--max-packet-size", type=_positive, default=DEFAULT_MAX_PACKET_SIZE, help="largest packet body accepted, in bytes")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the django_gearman.server logger")
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _event_loop_policy() -> str:
+    try:
+        import uvloop  # noqa: PLC0415
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
+def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], None] | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM (persist and stop) or SIGUSR1 (stop when idle)."""
+    host, port = parse_addrport(options.addrport)
+    loop_name = _event_loop_policy()
+    raise_file_limit()
+    try:
+        store = open_store(options.queue)
+    except (OSError, ValueError) as error:
+        raise ServerError(f"cannot open the job store {options.queue!r}: {error}") from error
+    server = GearmanServer(
+        host, port, store=store, job_retries=options.job_retries, worker_wakeup=options.worker_wakeup, max_packet_size=options.max_packet_size
+    )
+
+    async def main() -> None:
+        try:
+            await server.start()
+        except OSError as error:
+            store.close()
+            raise ServerError(f"Error: {ERRORS.get(error.errno, error.strerror or str(error))} ({host}:{port})") from error
+        loop = asyncio.get_running_loop()
+        for sig, graceful in ((signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGUSR1, True)):
+            loop.add_signal_handler(sig, lambda g=graceful, s=sig: _stop(server, s, g))
+        if on_bind is not None:
+            on_bind(server, loop_name)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _stop(server: GearmanServer, sig: int, graceful: bool) -> None:
+    logger.info("%s: %s", signal.Signals(sig).name, "stopping when no job is running" if graceful else "stopping")
+    asyncio.ensure_future(server.close(graceful=graceful))
+
+
+def _banner(server: GearmanServer, loop_name: str) -> None:
+    queue = "memory (background jobs are lost on exit)" if not server.store.durable else getattr(server.store, "path", "durable")
+    print(f"Gearman job server listening on {server.host}:{server.port} ({loop_name}); queue: {queue}. Quit with CONTROL-C.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m django_gearman.server", description="An embedded Gearman job server.")
+    add_arguments(parser)
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(options, on_bind=_banner)
+    except ServerError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except ValueError as error:
+        parser.error(str(error))
+    return 0
