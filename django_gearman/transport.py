@@ -14,7 +14,7 @@ from .protocol import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT, Connection, Frame, 
 
 __all__ = ["ServerAddress", "Transport", "parse_server", "parse_servers"]
 
-_RECV_SIZE = 256 * 1024
+_RECV_SIZE = 64 * 1024  # below glibc's mmap threshold: a larger recv buffer costs an mmap per call
 
 
 class ServerAddress(NamedTuple):
