@@ -42,7 +42,14 @@ def run(function: Callable[[], Awaitable[T]]) -> T:
 
 def add(store: JobStore, n: int, **fields: Any) -> StoreFuture:
     """Add job ``n`` with distinct fields; the future of the add."""
-    values = {"function": b"fn", "unique": b"u%d" % n, "priority": 1, "data": b"data %d" % n, "when": 0, **fields}
+    values = {
+        "function": b"fn",
+        "unique": b"u%d" % n,
+        "priority": 1,
+        "data": b"data %d" % n,
+        "when": 0,
+        **fields,
+    }
     return store.add(**values)
 
 
@@ -52,18 +59,22 @@ def db(tmp_path: Path) -> str:
 
 
 def test_an_added_job_is_loaded_by_the_next_store_with_every_field(db: str) -> None:
-    job = {"function": b"resize\x00image", "unique": b"\x00u\x00", "priority": 2, "data": b"\x00\x01\xff" * 1000, "when": 1_893_456_000, "reducer": b"sum\x00"}
+    job = StoredJob(
+        0, b"resize\x00image", b"\x00u\x00", 2, b"\x00\x01\xff" * 1000, 1_893_456_000, b"sum\x00"
+    )
 
     async def main() -> int:
         with SqliteStore(db) as store:
-            future = store.add(**job)
+            future = store.add(
+                job.function, job.unique, job.priority, job.data, job.when, job.reducer
+            )
             job_id = future.job_id
             assert await future == job_id
         return job_id
 
     job_id = run(main)
     with SqliteStore(db) as store:
-        assert store.load() == [StoredJob(id=job_id, **job)]
+        assert store.load() == [job._replace(id=job_id)]
 
 
 def test_reducer_defaults_to_empty(db: str) -> None:
@@ -194,7 +205,9 @@ def test_removes_are_batched_too(db: str) -> None:
     run(main)
 
 
-def test_a_failed_commit_fails_the_batch_and_the_store_goes_on(db: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failed_commit_fails_the_batch_and_the_store_goes_on(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async def main() -> None:
         with SqliteStore(db) as store:
             good = add(store, 1)
@@ -311,6 +324,22 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
         SqliteStore(str(garbage))
 
 
+def test_another_database_is_left_alone(db: str) -> None:
+    connection = sqlite3.connect(db)
+    connection.execute("CREATE TABLE django_migrations (id INTEGER PRIMARY KEY)")
+    connection.close()
+    with pytest.raises(StoreError, match="another application's database"):
+        SqliteStore(db)
+    connection = sqlite3.connect(db)
+    try:
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == [
+            ("django_migrations",)
+        ]
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    finally:
+        connection.close()
+
+
 def test_a_newer_layout_is_refused(db: str) -> None:
     SqliteStore(db).close()
     connection = sqlite3.connect(db)
@@ -328,8 +357,9 @@ from django_gearman.server.store import SqliteStore
 async def main():
     store = SqliteStore(sys.argv[1])
     for start in range(0, 10_000, 1000):
-        futures = [store.add(b"fn", b"u%d" % n, n % 3, b"payload %d" % n, n) for n in range(start, start + 1000)]
-        await futures[-1]
+        for n in range(start, start + 1000):
+            last = store.add(b"fn", b"u%d" % n, n % 3, b"payload %d" % n, n)
+        await last  # and so every earlier one
     print("ok", flush=True)
     time.sleep(120)  # killed here, without close()
 
@@ -340,17 +370,23 @@ asyncio.run(main())
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 def test_jobs_acknowledged_before_a_kill_9_are_all_loaded(db: str) -> None:
     code = textwrap.dedent(CHILD.format(root=str(ROOT)))
-    with subprocess.Popen([sys.executable, "-c", code, db], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+    with subprocess.Popen(
+        [sys.executable, "-c", code, db], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
         try:
             assert child.stdout is not None
             ready, _, _ = select.select([child.stdout], [], [], 60)
             line = child.stdout.readline() if ready else b""
-            assert line == b"ok\n", child.stderr.read() if child.poll() is not None else "the child is silent"  # type: ignore[union-attr]
+            stderr = child.stderr
+            exited = child.poll() is not None
+            assert line == b"ok\n", stderr.read() if exited and stderr else "the child is silent"
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert os.path.exists(db + "-wal")  # never checkpointed or closed: the rows are recovered from the WAL
+    assert os.path.exists(
+        db + "-wal"
+    )  # never checkpointed or closed: the rows are recovered from the WAL
     with SqliteStore(db) as store:
         jobs = store.load()
     assert len(jobs) == 10_000
