@@ -1,9 +1,10 @@
 """A round trip through a real Gearman job server: our worker serves, our client submits.
 
-Run by ``scripts/demo``. Starts Debian's gearmand on a free loopback port (the embedded
-Python server will replace it as the zero-setup default), a worker process offering
-``demo.reverse`` and ``demo.send_signup_mail``, then submits a foreground job, a background
-job, a task set and a job that reports progress, and stops everything.
+Run by ``scripts/demo``. Starts our embedded job server (``python -m django_gearman.server``;
+``--gearmand`` uses Debian's C gearmand instead) on a free loopback port, a worker process
+offering ``demo.reverse``, ``demo.send_signup_mail`` and ``demo.count``, then submits a
+foreground job, a background job, a task set and a job that reports progress, and stops
+everything.
 """
 
 from __future__ import annotations
@@ -63,18 +64,22 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         run_worker(sys.argv[2])
         return 0
-    gearmand = shutil.which("gearmand") or "/usr/sbin/gearmand"
     port = free_port()
     address = f"127.0.0.1:{port}"
     with tempfile.NamedTemporaryFile(suffix=".log") as server_log:
-        server = subprocess.Popen([gearmand, "-L", "127.0.0.1", "-p", str(port), "-t", "0", f"--log-file={server_log.name}"])
+        if "--gearmand" in sys.argv:
+            gearmand = shutil.which("gearmand") or "/usr/sbin/gearmand"
+            command = [gearmand, "-L", "127.0.0.1", "-p", str(port), "-t", "0", f"--log-file={server_log.name}"]
+        else:
+            command = [sys.executable, "-m", "django_gearman.server", address, "--log-level", "WARNING"]
+        server = subprocess.Popen(command, cwd=ROOT)
         worker = None
         try:
             admin = GearmanAdminClient(address)
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    log.info("job server %s is up (gearmand %s)", address, admin.version())
+                    log.info("job server %s is up (version %s)", address, admin.version())
                     break
                 except OSError:
                     if time.monotonic() > deadline:
