@@ -90,7 +90,7 @@ class _State(enum.Enum):
 class _Link:
     """The worker's connection to one server and where it stands."""
 
-    __slots__ = ("address", "failures", "retry_at", "state", "transport")
+    __slots__ = ("address", "failures", "grabs", "retry_at", "state", "transport")
 
     def __init__(self, address: ServerAddress, max_packet_size: int) -> None:
         self.address = address
@@ -98,6 +98,7 @@ class _Link:
         self.state = _State.DISCONNECTED
         self.retry_at = 0.0
         self.failures = 0
+        self.grabs = 0  # GRAB_JOB_UNIQ sent and not yet answered (JOB_ASSIGN* or NO_JOB)
 
     def fileno(self) -> int:
         return self.transport.fileno()
@@ -114,6 +115,12 @@ class Worker:
 
     ``reconnect_delay`` is the first wait before reconnecting to a lost server; it doubles on
     each failure up to ``max_reconnect_delay`` (with jitter, so workers don't return in a herd).
+
+    ``prefetch`` is how many ``GRAB_JOB_UNIQ`` requests stay outstanding per server: with 1 (the
+    default) the worker asks for the next job only after finishing one, a full round trip per
+    job; with 2 or more the next job is already on its way while one runs, which for short jobs
+    multiplies throughput, at the price that jobs assigned to this worker but not yet started
+    count as running and cannot go to an idle worker (they return to the queue if we disconnect).
     """
 
     def __init__(
@@ -125,8 +132,12 @@ class Worker:
         reconnect_delay: float = 0.5,
         max_reconnect_delay: float = 30.0,
         max_packet_size: int = 64 * 1024 * 1024,
+        prefetch: int = 1,
     ) -> None:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
         self.servers = parse_servers(servers)
+        self.prefetch = prefetch
         self.client_id = client_id
         self.connect_timeout = connect_timeout
         self.reconnect_delay = reconnect_delay
@@ -246,13 +257,20 @@ class Worker:
             conn.send(T.SET_CLIENT_ID, self.client_id.encode())
         for name in self.functions:
             self._send_can_do(link, name)
-        conn._outgoing.append(_GRAB)
-        link.state = _State.GRABBING
+        link.grabs = 0
+        self._grab(link, self.prefetch)
         if self._flush(link):
             if link.failures:
                 logger.info("reconnected to %s", link.address)
             link.failures = 0
             logger.debug("registered %d function(s) on %s", len(self.functions), link.address)
+
+    def _grab(self, link: _Link, count: int) -> None:
+        """Queue ``count`` more GRAB_JOB_UNIQ (the caller flushes)."""
+        if count > 0:
+            link.transport.conn._outgoing.extend([_GRAB] * count)
+            link.grabs += count
+            link.state = _State.GRABBING
 
     def _flush(self, link: _Link) -> bool:
         try:
@@ -314,20 +332,24 @@ class Worker:
                 job = Job(link, args[0], args[1], b"", args[2])
             else:
                 job = Job(link, args[0], args[1], args[2], args[-1])
+            link.grabs -= 1
             self._run(link, job)
-            more = not self._stop and (max_jobs is None or self.jobs_done - start < max_jobs)
-            if more:
-                link.transport.conn._outgoing.append(_GRAB)
-                link.state = _State.GRABBING
+            if not self._stop:
+                wanted = self.prefetch
+                if max_jobs is not None:  # don't take jobs we won't run
+                    wanted = min(wanted, max_jobs - (self.jobs_done - start))
+                self._grab(link, wanted - link.grabs)
             self._flush(link)
         elif kind is T.NO_JOB:
-            link.transport.conn._outgoing.append(_PRE_SLEEP)
-            link.state = _State.SLEEPING
-            self._flush(link)
+            link.grabs -= 1
+            if link.grabs <= 0:  # every grab answered and none found work: sleep
+                link.grabs = 0
+                link.transport.conn._outgoing.append(_PRE_SLEEP)
+                link.state = _State.SLEEPING
+                self._flush(link)
         elif kind is T.NOOP:
             if link.state is _State.SLEEPING:
-                link.transport.conn._outgoing.append(_GRAB)
-                link.state = _State.GRABBING
+                self._grab(link, self.prefetch)
                 self._flush(link)
         elif kind is T.ERROR:
             logger.error("%s sent ERROR %s: %s", link.address, frame.args[0].decode(errors="replace"), frame.args[1].decode(errors="replace"))

@@ -175,3 +175,19 @@ def test_second_signal_is_cold_shutdown_and_job_is_requeued(gearman_server) -> N
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize("prefetch", [1, 4])
+def test_prefetch_runs_every_job_once_and_max_jobs_stays_exact(gearman_server, prefetch) -> None:
+    with GearmanClient([gearman_server.address]) as client:
+        client.submit_background_many([("prefetched", str(n)) for n in range(60)])
+    seen: list[bytes] = []
+    worker = Worker([gearman_server.address], prefetch=prefetch)
+    worker.register("prefetched", lambda job: seen.append(job.data))
+    assert worker.work(max_jobs=25) == 25  # prefetched extras went back to the queue on close
+    with GearmanAdminClient(gearman_server.address) as admin:
+        wait_for(lambda: [r for r in admin.status() if r.function == "prefetched"][0].running == 0)
+    assert worker.work(burst=True) == 35
+    assert sorted(seen, key=int) == [str(n).encode() for n in range(60)]
+    with pytest.raises(ValueError):
+        Worker([gearman_server.address], prefetch=0)
