@@ -14,7 +14,7 @@ from .admin import command_line
 from .buffer import DEFAULT_MAX_LINE_SIZE, Frame, PacketBuffer, TextLine
 from .constants import DEFAULT_MAX_PACKET_SIZE, REQ, RES, PacketType
 from .errors import LocalProtocolError, RemoteProtocolError
-from .packets import Packet, _validated, encode
+from .packets import Packet, _validated, encode, error_packet
 
 __all__ = ["RECEIVES", "SENDS", "Connection", "ConnectionState", "Role"]
 
@@ -153,4 +153,4 @@ class Connection:
 
     def error_packet(self, error: RemoteProtocolError) -> bytes:
         """The ERROR packet a server sends a peer that broke the protocol, before closing."""
-        return encode(RES, T.ERROR, (error.code.encode(), error.message.encode()))
+        return error_packet(error)

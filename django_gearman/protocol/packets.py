@@ -12,9 +12,18 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .constants import HEADER, REQ, RES, PacketType
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
-__all__ = ["ARG_SPEC", "PACKET_TYPES", "Packet", "check_header", "decode_body", "encode", "encode_packet"]
+__all__ = [
+    "ARG_SPEC",
+    "PACKET_TYPES",
+    "Packet",
+    "check_header",
+    "decode_body",
+    "encode",
+    "encode_packet",
+    "error_packet",
+]
 
 T = PacketType
 
@@ -160,3 +169,8 @@ def decode_body(magic: bytes, type_value: int, body: bytes) -> Packet:
             f"{type.name} needs {count} arguments {ARG_SPEC[type]}, got {len(args)}"  # type: ignore[union-attr,index]
         )
     return Packet(magic, type, tuple(args))  # type: ignore[arg-type]
+
+
+def error_packet(error: ProtocolError) -> bytes:
+    """The ERROR packet (code, message) a server sends a peer that broke the protocol."""
+    return encode(RES, PacketType.ERROR, (error.code.encode(), error.message.encode()))

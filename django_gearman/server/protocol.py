@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.buffer import PacketBuffer, TextLine
 from ..protocol.constants import REQ, PacketType
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.packets import Packet
+from ..protocol.packets import Packet, error_packet
 from .admin import admin_reply
 from .state import ERR_INVALID_COMMAND, ERR_UNKNOWN_OPTION, Job, Peer, packet
 
@@ -229,5 +229,5 @@ class ServerProtocol(asyncio.Protocol):
         if transport is None:
             return
         self.flush()
-        transport.write(packet(T.ERROR, error.code.encode(), error.message.encode()))
+        transport.write(error_packet(error))
         transport.close()
