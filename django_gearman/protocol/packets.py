@@ -114,6 +114,12 @@ class Packet(NamedTuple):
         return encode(self.magic, self.type, self.args)
 
 
+#: ``tuple.__new__(Packet, (magic, type, args))`` skips the NamedTuple's Python-level
+#: ``__new__``: the decoder's hot path builds one per packet received.
+_new_packet = tuple.__new__
+_TYPE_LIMIT = len(PACKET_TYPES)
+
+
 def _validated(magic: bytes, type: PacketType, args: tuple[bytes, ...]) -> Packet:
     type = PacketType(type)
     expected = _ARG_COUNT[type]
@@ -154,21 +160,22 @@ def check_header(magic: bytes, type_value: int) -> None:
 
 def decode_body(magic: bytes, type_value: int, body: bytes) -> Packet:
     """Build a packet from a frame's parts, raising ``RemoteProtocolError`` if malformed."""
-    check_header(magic, type_value)
+    if (magic != REQ and magic != RES) or not 0 < type_value < _TYPE_LIMIT:
+        check_header(magic, type_value)  # raises, with the precise message
     count = _ARG_COUNT[type_value]
     type = PACKET_TYPES[type_value]
     if count == 1:
-        return Packet(magic, type, (body,))  # type: ignore[arg-type]
+        return _new_packet(Packet, (magic, type, (body,)))  # type: ignore[no-any-return]
     if count == 0:
         if body:
             raise RemoteProtocolError(f"{type.name} takes no arguments but has a {len(body)}-byte body")  # type: ignore[union-attr]
-        return Packet(magic, type, ())  # type: ignore[arg-type]
+        return _new_packet(Packet, (magic, type, ()))  # type: ignore[no-any-return]
     args = body.split(b"\0", count - 1)
     if len(args) != count:
         raise RemoteProtocolError(
             f"{type.name} needs {count} arguments {ARG_SPEC[type]}, got {len(args)}"  # type: ignore[union-attr,index]
         )
-    return Packet(magic, type, tuple(args))  # type: ignore[arg-type]
+    return _new_packet(Packet, (magic, type, tuple(args)))  # type: ignore[no-any-return]
 
 
 def error_packet(error: ProtocolError) -> bytes:

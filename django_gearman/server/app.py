@@ -8,14 +8,16 @@ import resource
 import socket
 from typing import Any
 
-from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE
+from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
 from .protocol import ServerProtocol
-from .state import ServerState
+from .state import Job, ServerState, job_created, packet
 from .store import JobStore, MemoryStore
 
 __all__ = ["GearmanServer", "raise_file_limit"]
 
 logger = logging.getLogger("django_gearman.server")
+
+QUEUE_ERROR = packet(PacketType.ERROR, b"QUEUE_ERROR", b"Could not store the job")
 
 
 def raise_file_limit(wanted: int = 65536) -> int:
@@ -69,6 +71,10 @@ class GearmanServer:
         self.worker_wakeup = worker_wakeup
         self.connections: set[ServerProtocol] = set()
         self.dirty: list[ServerProtocol] = []
+        # Durable submits waiting for their commit, in store-id order, and the connections
+        # whose output is held until then.
+        self.pending: list[Job] = []
+        self.held: list[ServerProtocol] = []
         self._flush_scheduled = False
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +102,8 @@ class GearmanServer:
             handle_prefix=b"H:" + socket.gethostname().encode(),
         )
         replayed = self._replay()
+        if self.store.durable:
+            self.store.on_commit(loop, self._committed)
         self._server = await loop.create_server(
             lambda: ServerProtocol(self), self.host, self.requested_port, backlog=self.backlog, reuse_address=True
         )
@@ -117,6 +125,38 @@ class GearmanServer:
             else:
                 self.store.remove(stored.id)  # a duplicate of a coalesced job
         return count
+
+    def _committed(self, last_id: int, error: BaseException | None) -> None:
+        """The store committed (or, with ``error``, lost) every job up to ``last_id``: queue
+        them, and release the JOB_CREATED replies (turned into ERROR for lost jobs)."""
+        pending = self.pending
+        if pending and pending[-1].store_id <= last_id:
+            done, self.pending = pending, []
+        else:
+            cut = 0
+            while cut < len(pending) and pending[cut].store_id <= last_id:
+                cut += 1
+            done = pending[:cut]
+            del pending[:cut]
+        failed: dict[bytes, bytes] = {}
+        if error is None:
+            enqueue = self.state.enqueue
+            for job in done:
+                enqueue(job)
+        else:
+            logger.error("could not store %d job(s): %s", len(done), error)
+            for job in done:
+                self.state.forget(job)
+                failed[job_created(job.handle)] = QUEUE_ERROR
+        held = self.held
+        self.held = []
+        for connection in held:
+            if connection.held <= last_id:
+                connection.release(failed)
+            else:
+                self.held.append(connection)
+        if self.dirty:
+            self.schedule_flush()
 
     def _call_later(self, delay: float, callback: Any) -> asyncio.TimerHandle:
         assert self._loop is not None

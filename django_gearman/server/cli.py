@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import logging
 import re
 import signal
@@ -79,11 +80,24 @@ def _event_loop_policy() -> str:
         return "asyncio"
 
 
+def tune_gc() -> None:
+    """Collect garbage in larger batches: a server holding a million queued jobs otherwise
+    spends a third of its time in CPython's generation-0 collections (every 700 allocations).
+
+    The server's objects are freed by reference counting; the cycle collector only has to catch
+    the odd cycle (a closed connection), so fewer, larger young collections lose nothing.
+    Process-wide, so only the server's own entry points call it.
+    """
+    gc.freeze()  # startup objects (modules, classes) never need scanning again
+    gc.set_threshold(100_000, 20, 10)
+
+
 def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], None] | None = None) -> None:
     """Run the server until SIGINT/SIGTERM (persist and stop) or SIGUSR1 (stop when idle)."""
     host, port = parse_addrport(options.addrport)
     loop_name = _event_loop_policy()
     raise_file_limit()
+    tune_gc()
     try:
         store = open_store(options.queue)
     except (OSError, ValueError) as error:

@@ -6,22 +6,25 @@ and written once per event-loop turn. A peer that breaks the protocol gets an ER
 is closed; nobody else notices.
 
 Replies stay in request order even when a durable background submit must wait for its
-commit: the peer's output holds a slot for that JOB_CREATED, and nothing behind the slot is
-written before it is filled.
+commit: its JOB_CREATED goes into the peer's output at once, and the output is *held* (nothing
+of it written) until the store has committed that job; a failed commit turns those replies
+into ERROR packets first. Commits happen at the end of the same loop iteration, so a hold
+costs no round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.buffer import PacketBuffer, TextLine
 from ..protocol.constants import REQ, PacketType
 from ..protocol.errors import RemoteProtocolError
-from ..protocol.packets import Packet, error_packet
+from ..protocol.packets import PACKET_TYPES, error_packet
 from .admin import admin_reply
-from .state import ERR_INVALID_COMMAND, ERR_UNKNOWN_OPTION, Job, Peer, packet
+from .state import ERR_INVALID_COMMAND, ERR_UNKNOWN_OPTION, Peer, job_created, packet
 
 if TYPE_CHECKING:
     from .app import GearmanServer
@@ -32,24 +35,6 @@ logger = logging.getLogger("django_gearman.server")
 
 T = PacketType
 ERR_MAGIC = packet(T.ERROR, b"INVALID_MAGIC", b"Request magic expected")
-_SUBMIT = {
-    T.SUBMIT_JOB: (1, False), T.SUBMIT_JOB_BG: (1, True), T.SUBMIT_JOB_HIGH: (0, False),
-    T.SUBMIT_JOB_HIGH_BG: (0, True), T.SUBMIT_JOB_LOW: (2, False), T.SUBMIT_JOB_LOW_BG: (2, True),
-}  # fmt: skip
-_GRAB = {T.GRAB_JOB, T.GRAB_JOB_UNIQ, T.GRAB_JOB_ALL}
-_RESULT = {T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION}
-_UPDATE = {T.WORK_DATA, T.WORK_WARNING, T.WORK_STATUS}
-_UNSUPPORTED = {T.SUBMIT_JOB_SCHED, T.ALL_YOURS, T.UNUSED}
-
-
-class _Slot:
-    """A place in a peer's output for a reply that is not ready yet (JOB_CREATED of a job
-    still being made durable)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self) -> None:
-        self.data: bytes | None = None
 
 
 class ServerProtocol(asyncio.Protocol):
@@ -60,9 +45,10 @@ class ServerProtocol(asyncio.Protocol):
         self.state = server.state
         self.transport: asyncio.Transport | None = None
         self.buffer = PacketBuffer(max_packet_size=server.max_packet_size)
-        self.out: list[Any] = []  # bytes and _Slot, in order
-        self.slots = 0  # _Slot objects in self.out (filled or not)
+        self.out: list[bytes] = []  # replies not yet written, in order
+        self.held = 0  # id of the last durable job in self.out still being committed (0: none)
         self.peer = Peer(self.write)
+        self.durable: bool = server.store.durable
 
     # -- asyncio callbacks ------------------------------------------------------------------
 
@@ -86,14 +72,16 @@ class ServerProtocol(asyncio.Protocol):
         except RemoteProtocolError as error:
             self._protocol_error(error)
             return
-        handle = self._handle
+        handlers = _HANDLERS
         for frame in frames:
             if self.transport is None:
                 return
             if type(frame) is TextLine:
                 self.write(admin_reply(self.state, self.peer, frame.line, verbose=self.server.verbose))
+            elif frame[0] == REQ:
+                handlers[frame[1]](self, frame[2])  # type: ignore[index]
             else:
-                handle(frame)  # type: ignore[arg-type]
+                self.write(ERR_MAGIC)
 
     # -- output -----------------------------------------------------------------------------
 
@@ -105,123 +93,114 @@ class ServerProtocol(asyncio.Protocol):
         out.append(data)
 
     def flush(self) -> None:
-        """Write what is ready (everything up to the first unfilled slot)."""
+        """Write the pending replies, unless they wait for a commit (see :attr:`held`)."""
         out = self.out
-        transport = self.transport
-        if not out:
+        if not out or self.held:
             return
-        if transport is None:
-            out.clear()
-            return
-        if not self.slots:
-            transport.write(b"".join(out))
-            out.clear()
-            return
-        ready = []
-        for index, item in enumerate(out):
-            if type(item) is _Slot:
-                if item.data is None:
-                    del out[:index]
-                    break
-                self.slots -= 1
-                item = item.data
-            ready.append(item)
-        else:
-            out.clear()
-        if ready:
-            transport.write(b"".join(ready))
+        if self.transport is not None:
+            self.transport.write(b"".join(out))
+        out.clear()
+
+    def release(self, failed: dict[bytes, bytes]) -> None:
+        """The held replies' jobs are committed; ``failed`` maps the JOB_CREATED replies of jobs
+        that could not be stored to the ERROR sent instead."""
+        self.held = 0
+        if failed:
+            self.out[:] = [failed.get(reply, reply) for reply in self.out]
+        if self.out:
+            self.server.dirty.append(self)
 
     # -- packets ----------------------------------------------------------------------------
 
-    def _handle(self, frame: Packet) -> None:
-        magic, kind, args = frame
-        state = self.state
-        peer = self.peer
-        if magic != REQ:
-            self.write(ERR_MAGIC)
-            return
-        submit = _SUBMIT.get(kind)
-        if submit is not None:
-            self._submit(args[0], args[1], args[2], submit[0], submit[1])
-        elif kind in _GRAB:
-            state.grab(peer, kind)
-        elif kind in _RESULT:
-            state.work_result(peer, kind, args[0], args[1] if len(args) > 1 else b"")
-        elif kind is T.PRE_SLEEP:
-            state.pre_sleep(peer)
-        elif kind in _UPDATE:
-            state.work_update(peer, kind, args)
-        elif kind is T.CAN_DO:
-            state.can_do(peer, args[0])
-        elif kind is T.CAN_DO_TIMEOUT:
-            try:
-                timeout = int(args[1])
-            except ValueError:
-                timeout = 0
-            state.can_do(peer, args[0], max(0, timeout))
-        elif kind is T.CANT_DO:
-            state.cant_do(peer, args[0])
-        elif kind is T.RESET_ABILITIES:
-            state.reset_abilities(peer)
-        elif kind is T.GET_STATUS:
-            self.write(state.status(peer, args[0]))
-        elif kind is T.GET_STATUS_UNIQUE:
-            self.write(state.status_unique(peer, args[0]))
-        elif kind is T.ECHO_REQ:
-            self.write(packet(T.ECHO_RES, args[0]))
-        elif kind is T.OPTION_REQ:
-            if args[0].lower() == b"exceptions":
-                peer.exceptions = True
-                self.write(packet(T.OPTION_RES, args[0]))
-            else:
-                self.write(ERR_UNKNOWN_OPTION)
-        elif kind is T.SET_CLIENT_ID:
-            peer.client_id = args[0] or b"-"
-        elif kind is T.SUBMIT_JOB_EPOCH:
-            try:
-                when = int(args[2])
-            except ValueError:
-                when = 0
-            self._submit(args[0], args[1], args[3], 1, True, when=max(0, when))
-        elif kind is T.SUBMIT_REDUCE_JOB or kind is T.SUBMIT_REDUCE_JOB_BACKGROUND:
-            self._submit(args[0], args[1], args[3], 1, kind is T.SUBMIT_REDUCE_JOB_BACKGROUND, reducer=args[2])
-        elif kind in _UNSUPPORTED:
-            self.write(ERR_INVALID_COMMAND)
-        else:  # response types sent with request magic
-            self.write(ERR_INVALID_COMMAND)
+    # One handler per request type, indexed by its wire value (see ``_HANDLERS`` below): a
+    # list index beats a chain of comparisons on the path every packet takes.
+
+    def _on_grab(self, args: tuple[bytes, ...], kind: PacketType) -> None:
+        self.state.grab(self.peer, kind)
+
+    def _on_result(self, args: tuple[bytes, ...], kind: PacketType) -> None:
+        self.state.work_result(self.peer, kind, args[0], args[1] if len(args) > 1 else b"")
+
+    def _on_update(self, args: tuple[bytes, ...], kind: PacketType) -> None:
+        self.state.work_update(self.peer, kind, args)
+
+    def _on_pre_sleep(self, args: tuple[bytes, ...]) -> None:
+        self.state.pre_sleep(self.peer)
+
+    def _on_can_do(self, args: tuple[bytes, ...]) -> None:
+        self.state.can_do(self.peer, args[0])
+
+    def _on_can_do_timeout(self, args: tuple[bytes, ...]) -> None:
+        try:
+            timeout = int(args[1])
+        except ValueError:
+            timeout = 0
+        self.state.can_do(self.peer, args[0], max(0, timeout))
+
+    def _on_cant_do(self, args: tuple[bytes, ...]) -> None:
+        self.state.cant_do(self.peer, args[0])
+
+    def _on_reset_abilities(self, args: tuple[bytes, ...]) -> None:
+        self.state.reset_abilities(self.peer)
+
+    def _on_get_status(self, args: tuple[bytes, ...]) -> None:
+        self.write(self.state.status(self.peer, args[0]))
+
+    def _on_get_status_unique(self, args: tuple[bytes, ...]) -> None:
+        self.write(self.state.status_unique(self.peer, args[0]))
+
+    def _on_echo(self, args: tuple[bytes, ...]) -> None:
+        self.write(packet(T.ECHO_RES, args[0]))
+
+    def _on_option(self, args: tuple[bytes, ...]) -> None:
+        if args[0].lower() == b"exceptions":
+            self.peer.exceptions = True
+            self.write(packet(T.OPTION_RES, args[0]))
+        else:
+            self.write(ERR_UNKNOWN_OPTION)
+
+    def _on_set_client_id(self, args: tuple[bytes, ...]) -> None:
+        self.peer.client_id = args[0] or b"-"
+
+    def _on_submit_epoch(self, args: tuple[bytes, ...]) -> None:
+        try:
+            when = int(args[2])
+        except ValueError:
+            when = 0
+        self._submit(args[0], args[1], args[3], 1, True, when=max(0, when))
+
+    def _on_submit_reduce(self, args: tuple[bytes, ...], background: bool) -> None:
+        self._submit(args[0], args[1], args[3], 1, background, reducer=args[2])
+
+    def _on_invalid(self, args: tuple[bytes, ...]) -> None:
+        # SUBMIT_JOB_SCHED, ALL_YOURS and UNUSED (gearmand answers them so), and response
+        # types sent with request magic.
+        self.write(ERR_INVALID_COMMAND)
 
     def _submit(self, name: bytes, unique: bytes, data: bytes, priority: int, background: bool, *, when: int = 0, reducer: bytes = b"") -> None:
         state = self.state
-        job, created, error = state.submit(self.peer, name, unique, data, priority, background, when=when, reducer=reducer)
+        job, created, error = state.submit(self.peer, name, unique, data, priority, background, when, reducer)
         if error is not None:
             self.write(error)
             return
         assert job is not None
-        reply = packet(T.JOB_CREATED, job.handle)
-        store = self.server.store
-        if not (created and background and store.durable):
-            self.write(reply)
+        reply = job_created(job.handle)
+        if not (created and background and self.durable):
+            out = self.out
+            if not out:
+                self.server.dirty.append(self)
+                self.server.schedule_flush()
+            out.append(reply)
             if created:
                 state.enqueue(job)
             return
-        slot = _Slot()
-        self.write(slot)  # type: ignore[arg-type]
-        self.slots += 1
-        future = store.add(name, unique, priority, data, when, reducer)
-        job.store_id = future.job_id  # type: ignore[attr-defined]
-        future.add_done_callback(lambda f: self._durable(f, job, slot, reply))
-
-    def _durable(self, future: asyncio.Future, job: Job, slot: _Slot, reply: bytes) -> None:
-        if future.exception() is not None:
-            logger.error("could not store job %s: %s", job.handle.decode(), future.exception())
-            slot.data = packet(T.ERROR, b"QUEUE_ERROR", b"Could not store the job")
-            self.state.forget(job)
-        else:
-            slot.data = reply
-            self.state.enqueue(job)
-        if self.out:
-            self.server.dirty.append(self)
-            self.server.schedule_flush()
+        server = self.server
+        job.store_id = server.store.add_nowait(name, unique, priority, data, when, reducer)
+        server.pending.append(job)
+        if not self.held:
+            server.held.append(self)
+        self.held = job.store_id
+        self.write(reply)
 
     def _protocol_error(self, error: RemoteProtocolError) -> None:
         logger.info("closing %s: %s", self.peer.host, error)
@@ -231,3 +210,52 @@ class ServerProtocol(asyncio.Protocol):
         self.flush()
         transport.write(error_packet(error))
         transport.close()
+
+
+def _submitter(priority: int, background: bool) -> Callable[[ServerProtocol, tuple[bytes, ...]], None]:
+    def on_submit(self: ServerProtocol, args: tuple[bytes, ...]) -> None:
+        self._submit(args[0], args[1], args[2], priority, background)
+
+    return on_submit
+
+
+def _bind(method: Callable[..., None], *extra: Any) -> Callable[[ServerProtocol, tuple[bytes, ...]], None]:
+    if not extra:
+        return method
+    return lambda self, args: method(self, args, *extra)
+
+
+P = ServerProtocol
+_HANDLERS: list[Callable[[ServerProtocol, tuple[bytes, ...]], None]] = [P._on_invalid] * len(PACKET_TYPES)
+for _kind, _handler in {
+    T.SUBMIT_JOB: _submitter(1, False),
+    T.SUBMIT_JOB_BG: _submitter(1, True),
+    T.SUBMIT_JOB_HIGH: _submitter(0, False),
+    T.SUBMIT_JOB_HIGH_BG: _submitter(0, True),
+    T.SUBMIT_JOB_LOW: _submitter(2, False),
+    T.SUBMIT_JOB_LOW_BG: _submitter(2, True),
+    T.SUBMIT_JOB_EPOCH: P._on_submit_epoch,
+    T.SUBMIT_REDUCE_JOB: _bind(P._on_submit_reduce, False),
+    T.SUBMIT_REDUCE_JOB_BACKGROUND: _bind(P._on_submit_reduce, True),
+    T.GRAB_JOB: _bind(P._on_grab, T.GRAB_JOB),
+    T.GRAB_JOB_UNIQ: _bind(P._on_grab, T.GRAB_JOB_UNIQ),
+    T.GRAB_JOB_ALL: _bind(P._on_grab, T.GRAB_JOB_ALL),
+    T.WORK_COMPLETE: _bind(P._on_result, T.WORK_COMPLETE),
+    T.WORK_FAIL: _bind(P._on_result, T.WORK_FAIL),
+    T.WORK_EXCEPTION: _bind(P._on_result, T.WORK_EXCEPTION),
+    T.WORK_DATA: _bind(P._on_update, T.WORK_DATA),
+    T.WORK_WARNING: _bind(P._on_update, T.WORK_WARNING),
+    T.WORK_STATUS: _bind(P._on_update, T.WORK_STATUS),
+    T.PRE_SLEEP: P._on_pre_sleep,
+    T.CAN_DO: P._on_can_do,
+    T.CAN_DO_TIMEOUT: P._on_can_do_timeout,
+    T.CANT_DO: P._on_cant_do,
+    T.RESET_ABILITIES: P._on_reset_abilities,
+    T.GET_STATUS: P._on_get_status,
+    T.GET_STATUS_UNIQUE: P._on_get_status_unique,
+    T.ECHO_REQ: P._on_echo,
+    T.OPTION_REQ: P._on_option,
+    T.SET_CLIENT_ID: P._on_set_client_id,
+}.items():
+    _HANDLERS[_kind] = _handler
+del P, _kind, _handler

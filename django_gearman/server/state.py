@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..protocol.constants import RES, PacketType
+from ..protocol.constants import HEADER, RES, PacketType
 from ..protocol.packets import encode
 
 __all__ = ["Function", "Job", "Peer", "ServerState"]
@@ -40,6 +40,17 @@ HIGH, NORMAL, LOW = 0, 1, 2
 
 def packet(kind: int, *args: bytes) -> bytes:
     return encode(RES, kind, args)
+
+
+_created_headers: dict[int, bytes] = {}
+
+
+def job_created(handle: bytes) -> bytes:
+    """The JOB_CREATED packet for ``handle`` (its header cached by length: one per submit)."""
+    header = _created_headers.get(len(handle))
+    if header is None:
+        header = _created_headers[len(handle)] = HEADER.pack(RES, T.JOB_CREATED, len(handle))
+    return header + handle
 
 
 NOOP = packet(T.NOOP)
@@ -116,7 +127,17 @@ class Job:
         "numerator", "priority", "reducer", "retries", "store_id", "unique", "when", "worker",
     )  # fmt: skip
 
-    def __init__(self, handle: bytes, function: Function, unique: bytes, data: bytes, priority: int, background: bool) -> None:
+    def __init__(
+        self,
+        handle: bytes,
+        function: Function,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        background: bool,
+        when: int = 0,
+        reducer: bytes = b"",
+    ) -> None:
         self.handle = handle
         self.function = function
         self.unique = unique
@@ -128,8 +149,8 @@ class Job:
         self.numerator = b"0"
         self.denominator = b"0"
         self.retries = 0
-        self.when = 0
-        self.reducer = b""
+        self.when = when
+        self.reducer = reducer
         self.store_id = 0
         self.ignore = False
         self.key: tuple[bytes, bytes] | None = None  # (function, unique) for coalescing
@@ -208,7 +229,6 @@ class ServerState:
         data: bytes,
         priority: int,
         background: bool,
-        *,
         when: int = 0,
         reducer: bytes = b"",
     ) -> tuple[Job | None, bool, bytes | None]:
@@ -219,7 +239,9 @@ class ServerState:
         """
         if len(unique) > MAX_UNIQUE:
             return None, False, ERR_UNIQUE_TOO_LARGE
-        function = self.function(name)
+        function = self.functions.get(name)
+        if function is None:
+            function = self.functions[name] = Function(name)
         key = None
         if unique:
             key = (name, b"-\0" + data) if unique == b"-" else (name, unique)
@@ -234,9 +256,7 @@ class ServerState:
         if limit and function.total >= limit:
             return None, False, ERR_QUEUE_FULL
         handle = self._handle_prefix + str(next(self._counter)).encode()
-        job = Job(handle, function, unique, data, priority, background)
-        job.when = when
-        job.reducer = reducer
+        job = Job(handle, function, unique, data, priority, background, when, reducer)
         if key is not None:
             job.key = key
             self.uniques[key] = job

@@ -59,9 +59,7 @@ def db(tmp_path: Path) -> str:
 
 
 def test_an_added_job_is_loaded_by_the_next_store_with_every_field(db: str) -> None:
-    job = StoredJob(
-        0, b"resize\x00image", b"\x00u\x00", 2, b"\x00\x01\xff" * 1000, 1_893_456_000, b"sum\x00"
-    )
+    job = StoredJob(0, b"resize image", b"u-\xff", 2, b"\x00\x01\xff" * 1000, 1_893_456_000, b"sum")
 
     async def main() -> int:
         with SqliteStore(db) as store:
@@ -211,7 +209,7 @@ def test_a_failed_commit_fails_the_batch_and_the_store_goes_on(
     async def main() -> None:
         with SqliteStore(db) as store:
             good = add(store, 1)
-            bad = add(store, 2, data=object())  # cannot be bound: the whole transaction fails
+            bad = add(store, 2, priority=object())  # cannot be bound: the whole transaction fails
             with caplog.at_level(logging.ERROR, logger="django_gearman.server.store"):
                 with pytest.raises(sqlite3.Error):
                     await bad
@@ -336,6 +334,37 @@ def test_another_database_is_left_alone(db: str) -> None:
             ("django_migrations",)
         ]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    finally:
+        connection.close()
+
+
+def test_a_layout_1_file_is_moved_to_the_current_layout_keeping_every_job(db: str) -> None:
+    connection = sqlite3.connect(db)
+    connection.execute(
+        "CREATE TABLE gearman_jobs (id INTEGER PRIMARY KEY, function BLOB NOT NULL, "
+        "unique_key BLOB NOT NULL, priority INTEGER NOT NULL, data BLOB NOT NULL, "
+        "run_at INTEGER NOT NULL, reducer BLOB NOT NULL)"
+    )
+    jobs = [
+        StoredJob(3, b"fn", b"u1", 0, b"a\x00b", 0, b""),
+        StoredJob(7, b"other", b"", 2, b"", 1_893_456_000, b"sum"),
+    ]
+    connection.executemany(
+        "INSERT INTO gearman_jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(j.id, j.function, j.unique, j.priority, j.data, j.when, j.reducer) for j in jobs],
+    )
+    connection.execute("PRAGMA user_version=1")
+    connection.commit()
+    connection.close()
+    async def add_one(store: SqliteStore) -> int:
+        return await add(store, 9)
+
+    with SqliteStore(db) as store:
+        assert store.load() == jobs
+        assert asyncio.run(add_one(store)) == 8  # ids go on after the highest kept one
+    connection = sqlite3.connect(db)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     finally:
         connection.close()
 
