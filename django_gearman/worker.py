@@ -63,6 +63,11 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.function} {self.handle}>"
 
+    @property
+    def server(self) -> ServerAddress:
+        """The job server this job came from."""
+        return self._link.address
+
     def send_data(self, data: bytes | str) -> None:
         """Send a chunk of partial output to the waiting clients (WORK_DATA)."""
         self._send(T.WORK_DATA, _bytes(data))

@@ -10,7 +10,8 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
 from .app import GearmanServer, raise_file_limit
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_queue: str = "memo
     parser.add_argument("--job-retries", type=_non_negative, default=0, help="give up on a job after its worker vanished this many times (0 = never, as gearmand -j 0)")
     parser.add_argument("--worker-wakeup", type=_non_negative, default=0, help="sleeping workers to wake per new job (0 = all)")
     parser.add_argument("--max-packet-size", type=_positive, default=DEFAULT_MAX_PACKET_SIZE, help="largest packet body accepted, in bytes")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="event loop: uvloop if installed (auto), or force one")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the django_gearman.server logger")
 
 
@@ -70,14 +72,30 @@ def _positive(text: str) -> int:
     return value
 
 
-def _event_loop_policy() -> str:
+def _loop_factory(choice: str = "auto") -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    """The event loop to run: uvloop's when asked (``uvloop``) or installed (``auto``)."""
+    if choice == "asyncio":
+        return "asyncio", None
     try:
+        import uvloop  # noqa: PLC0415
+    except ImportError as error:
+        if choice == "uvloop":
+            raise ServerError("--loop uvloop: uvloop is not installed (pip install 'django-gearman[uvloop]')") from error
+        return "asyncio", None
+    return "uvloop", uvloop.new_event_loop
+
+
+def _run_loop(main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+    if factory is None:
+        asyncio.run(main)
+    elif sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main)
+    else:  # pragma: no cover - Python 3.10
         import uvloop  # noqa: PLC0415
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        return "uvloop"
-    except ImportError:
-        return "asyncio"
+        asyncio.run(main)
 
 
 def tune_gc() -> None:
@@ -95,7 +113,7 @@ def tune_gc() -> None:
 def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], None] | None = None) -> None:
     """Run the server until SIGINT/SIGTERM (persist and stop) or SIGUSR1 (stop when idle)."""
     host, port = parse_addrport(options.addrport)
-    loop_name = _event_loop_policy()
+    loop_name, loop_factory = _loop_factory(getattr(options, "loop", "auto"))
     raise_file_limit()
     tune_gc()
     try:
@@ -119,7 +137,7 @@ def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], 
             on_bind(server, loop_name)
         await server.serve_forever()
 
-    asyncio.run(main())
+    _run_loop(main(), loop_factory)
 
 
 def _stop(server: GearmanServer, sig: int, graceful: bool) -> None:

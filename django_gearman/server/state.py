@@ -473,9 +473,11 @@ class ServerState:
 
     def cancel(self, handle: bytes) -> bool:
         """``cancel job``, as gearmand: clients get WORK_FAIL, the stored copy is deleted, and the
-        job stays listed as ignored until a worker would get it. False if unknown or running."""
+        job stays listed as ignored until a worker would get it. A running job is cancelled
+        the same way (its worker finishes it unheard); cancelling twice is OK too. False only
+        for an unknown handle."""
         job = self.jobs.get(handle)
-        if job is None or job.worker is not None or job.ignore:
+        if job is None:
             return False
         self._to_clients(job, packet(T.WORK_FAIL, handle))
         for client in job.clients:
@@ -488,11 +490,29 @@ class ServerState:
         return True
 
     def drop_function(self, name: bytes) -> str | None:
-        """``drop function``: None on success, else gearmand's error text."""
+        """``drop function``: None on success, else gearmand's error text.
+
+        As gearmand, the name matches without regard to case, and only workers or running jobs
+        prevent the drop. gearmand then frees the function under its queued jobs, which never
+        run again; here they are discarded cleanly: waiting clients get WORK_FAIL and stored
+        copies are deleted.
+        """
         function = self.functions.get(name)
         if function is None:
-            return "function not found"
-        if function.workers or function.total:
+            lowered = name.lower()
+            function = next((f for f in self.functions.values() if f.name.lower() == lowered), None)
+            if function is None:
+                return "function not found"
+        if function.workers or function.running:
             return "there are still connected workers or executing clients"
-        del self.functions[name]
+        del self.functions[function.name]
+        for queue in function.queues:
+            for job in queue:
+                self._to_clients(job, packet(T.WORK_FAIL, job.handle))
+                self._finish(job)
+            queue.clear()
+        for _, _, job in self._scheduled:
+            if job.function is function and job.handle in self.jobs:
+                self._to_clients(job, packet(T.WORK_FAIL, job.handle))
+                self._finish(job)  # the schedule skips jobs no longer in self.jobs
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -87,6 +88,47 @@ def test_port_in_use_is_a_readable_error(django: bool) -> None:
         out, err = process.communicate(timeout=20)  # it must exit by itself
     assert process.returncode != 0
     assert "That port is already in use." in err
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_serves_on_either_event_loop(loop: str) -> None:
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        if os.environ.get("CI"):
+            pytest.fail("uvloop is a test dependency (tox.ini) but is not installed")
+        pytest.skip("uvloop is not installed")
+    port = free_port()
+    process = start(f"127.0.0.1:{port}", "--queue", "memory", "--loop", loop)
+    try:
+        assert f"({loop})" in read_banner(process)
+        with worker_thread([f"127.0.0.1:{port}"], {"upper": lambda job: job.data.upper()}):
+            with GearmanClient([f"127.0.0.1:{port}"]) as client:
+                results = [client.submit("upper", b"job %d" % n) for n in range(50)]
+        assert results == [b"JOB %d" % n for n in range(50)]
+    finally:
+        stop(process)
+
+
+def test_auto_loop_is_uvloop_when_installed() -> None:
+    expected = "asyncio" if importlib.util.find_spec("uvloop") is None else "uvloop"
+    port = free_port()
+    process = start(f"127.0.0.1:{port}", "--queue", "memory")
+    try:
+        assert f"({expected})" in read_banner(process)
+    finally:
+        stop(process)
+
+
+def test_loop_uvloop_without_uvloop_says_how_to_install_it() -> None:
+    script = (
+        "import sys; sys.modules['uvloop'] = None\n"  # makes `import uvloop` fail
+        "from django_gearman.server.cli import main\n"
+        "sys.exit(main(['127.0.0.1:0', '--loop', 'uvloop']))\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert process.returncode == 1
+    assert "uvloop is not installed (pip install 'django-gearman[uvloop]')" in process.stderr
 
 
 def test_bad_options_fail_at_start() -> None:

@@ -234,10 +234,37 @@ def test_cancel_marks_ignored_and_fails_clients(h: Harness) -> None:
     job = h.submit(client)
     assert h.state.cancel(job.handle)
     assert client.take() == [(T.WORK_FAIL, (job.handle,))]
-    assert not h.state.cancel(job.handle)
+    assert h.state.cancel(job.handle)  # again: OK, as gearmand, and nothing more is sent
+    assert client.take() == []
+    assert not h.state.cancel(b"H:unknown:1")
     h.state.can_do(worker, b"fn")
     h.state.grab(worker, T.GRAB_JOB_UNIQ)
     assert worker.take() == [(T.NO_JOB, ())]
+
+
+def test_cancel_of_a_running_job_fails_its_clients_and_the_worker_finishes_unheard(h: Harness) -> None:
+    client, worker = h.peer(), h.peer()
+    job = h.submit(client)
+    h.state.can_do(worker, b"fn")
+    h.state.grab(worker, T.GRAB_JOB_UNIQ)
+    assert worker.take()[0][0] == T.JOB_ASSIGN_UNIQ
+    assert h.state.cancel(job.handle)
+    assert client.take() == [(T.WORK_FAIL, (job.handle,))]
+    h.state.work_result(worker, T.WORK_COMPLETE, job.handle, b"late")
+    assert client.take() == [] and worker.take() == []
+    assert job.handle not in h.state.jobs
+
+
+def test_drop_function_discards_its_queued_jobs_but_not_while_workers_are_on_it(h: Harness) -> None:
+    client, worker = h.peer(), h.peer()
+    queued = h.submit(client)
+    h.state.can_do(worker, b"fn")
+    assert h.state.drop_function(b"fn") == "there are still connected workers or executing clients"
+    h.state.cant_do(worker, b"fn")
+    assert h.state.drop_function(b"FN") is None  # case-insensitive, as gearmand's strcasecmp
+    assert client.take() == [(T.WORK_FAIL, (queued.handle,))]
+    assert b"fn" not in h.state.functions and queued.handle not in h.state.jobs
+    assert h.state.drop_function(b"fn") == "function not found"
 
 
 def test_status_reports(h: Harness) -> None:
