@@ -14,7 +14,6 @@ not ask for exceptions).
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import random
 import select
@@ -26,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+from .envelope import encode_error
 from .exceptions import JobFailed
 from .protocol import Packet, PacketType, RemoteProtocolError, Role
 from .transport import ServerAddress, Transport, parse_servers
@@ -41,11 +41,9 @@ _PRE_SLEEP = Packet.request(T.PRE_SLEEP).encode()
 
 
 def exception_payload(error: BaseException) -> bytes:
-    """The WORK_EXCEPTION payload: a JSON object with the exception's type and message."""
-    kind = type(error)
-    return json.dumps(
-        {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(error)}, separators=(",", ":")
-    ).encode()
+    """The WORK_EXCEPTION payload: a JSON object with the exception's type and message
+    (:func:`django_gearman.envelope.encode_error`)."""
+    return encode_error(error)
 
 
 class Job:

@@ -8,6 +8,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django_gearman",
+    "tests.taskapp",
 ]
 
 DATABASES = {

@@ -1,0 +1,41 @@
+"""System checks: bad ``GEARMAN`` settings and clashing task names fail ``manage.py check``
+(and every command that runs checks) with an id and a hint, instead of at the first job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import CheckMessage, Error, Tags, register
+
+from . import conf
+
+__all__ = ["check_gearman_settings", "check_tasks"]
+
+
+@register(Tags.compatibility, "django_gearman")
+def check_gearman_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E001-E007: the ``GEARMAN`` setting (see :func:`django_gearman.conf.check_settings`)."""
+    return [Error(message, hint=hint, id=f"django_gearman.{code}") for code, message, hint in conf.check_settings()]
+
+
+@register(Tags.compatibility, "django_gearman")
+def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E010: two functions registered under one task name; E011: a task on an unknown alias."""
+    from .tasks import registry  # noqa: PLC0415
+
+    errors: list[CheckMessage] = []
+    for name, origins in sorted(registry.duplicates.items()):
+        errors.append(Error(
+            f"Task name {name!r} is used by more than one function: {'; '.join(origins)}.",
+            hint="Give one of them another name with @gearman_task(name=...).",
+            id="django_gearman.E010",
+        ))  # fmt: skip
+    configured = set(conf.aliases())
+    for task in registry.values():
+        if configured and task.options.alias not in configured:
+            errors.append(Error(
+                f"Task {task.name!r} uses the Gearman alias {task.options.alias!r}, which is not in settings.GEARMAN.",
+                hint=f"Add it to GEARMAN or use one of: {', '.join(sorted(configured))}.",
+                id="django_gearman.E011",
+            ))  # fmt: skip
+    return errors

@@ -1,0 +1,140 @@
+"""@gearman_task end to end: JSON envelope, background/submit, retries, progress, errors, and
+the settings, against both servers (our worker runs the tasks through django_gearman.runner)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from django.test import override_settings
+
+from django_gearman import TaskError, gearman_task, run_many
+from django_gearman.client import GearmanClient
+from django_gearman.envelope import EnvelopeError, decode_call
+from django_gearman.runner import job_callback
+from django_gearman.tasks import registry
+from django_gearman.worker import Worker
+
+from .helpers import wait_for
+from .taskapp import tasks
+
+pytestmark = pytest.mark.interop
+
+
+@contextmanager
+def task_worker(address: str) -> Iterator[Worker]:
+    """A worker thread offering every registered task, as gearman_worker does."""
+    import threading
+
+    worker = Worker([address], reconnect_delay=0.05)
+    for task in registry.values():
+        worker.register(task.function_name, job_callback(task), timeout=task.options.timeout)
+    thread = threading.Thread(target=worker.work, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+@pytest.fixture
+def gearman(gearman_server) -> Iterator[str]:
+    with override_settings(GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 15}}}):
+        yield gearman_server.address
+
+
+def test_submit_returns_the_result_through_json(gearman: str) -> None:
+    with task_worker(gearman):
+        assert tasks.add.submit(2, 3) == 5
+        assert tasks.echo.submit(1, "two", [3], four={"x": None}) == {"args": [1, "two", [3]], "kwargs": {"four": {"x": None}}}
+
+
+def test_background_runs_on_the_worker(gearman: str) -> None:
+    key = f"bg-{time.monotonic_ns()}"
+    with task_worker(gearman):
+        handle = tasks.flaky.background(key, 0)
+        assert str(handle).startswith("H:")
+        wait_for(lambda: tasks.calls.get(key) == 1, what="the background job")
+
+
+def test_a_task_error_reaches_the_client_with_type_and_message(gearman: str) -> None:
+    with task_worker(gearman):
+        with pytest.raises(TaskError) as info:
+            tasks.fail.submit("boom")
+        assert (info.value.type, info.value.message) == ("ValueError", "boom")
+        assert tasks.add.submit(1, 1) == 2  # the worker goes on
+
+
+def test_a_result_json_cannot_carry_is_a_clear_error(gearman: str) -> None:
+    with task_worker(gearman):
+        with pytest.raises(TaskError, match="EnvelopeError.*result is object"):
+            tasks.not_json.submit()
+
+
+def test_arguments_json_cannot_carry_raise_in_the_caller(gearman: str) -> None:
+    with pytest.raises(EnvelopeError, match="argument 1 is object"):
+        tasks.add.background(1, object())
+    with pytest.raises(EnvelopeError, match="keyword argument 'when' is datetime"):
+        from datetime import datetime
+
+        tasks.echo.background(when=datetime.now())
+
+
+def test_foreground_retries_in_place_then_succeeds(gearman: str) -> None:
+    key = f"fg-{time.monotonic_ns()}"
+    warnings = []
+    with task_worker(gearman):
+        with GearmanClient([gearman]) as client:
+            from django_gearman.envelope import encode_call
+
+            result = client.submit(tasks.flaky.function_name, encode_call([key, 2]), on_warning=lambda w: warnings.append(w.data))
+    assert result == b"3"
+    assert len(warnings) == 2 and b"attempt 1 failed (RuntimeError: attempt 1 fails)" in warnings[0]
+
+
+def test_background_retries_are_rescheduled_then_give_up(gearman: str) -> None:
+    key = f"bgr-{time.monotonic_ns()}"
+    with task_worker(gearman):
+        tasks.flaky.background(key, 5)  # fails every one of its 1 + 2 attempts
+        wait_for(lambda: tasks.calls.get(key) == 3, timeout=20, what="three attempts")
+        time.sleep(0.3)
+    assert tasks.calls[key] == 3  # no fourth attempt
+
+
+def test_progress_reaches_the_caller(gearman: str) -> None:
+    seen = []
+    with task_worker(gearman):
+        assert tasks.progress.using(on_status=lambda s: seen.append((s.numerator, s.denominator))).submit(3) == 3
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_run_many_collects_results_and_errors_in_order(gearman: str) -> None:
+    with task_worker(gearman):
+        results = run_many([(tasks.add, [n, n], {}) for n in range(20)] + [(tasks.fail, ["x"], {})])
+    assert results[:20] == [2 * n for n in range(20)]
+    assert isinstance(results[20], TaskError) and results[20].message == "x"
+
+
+def test_a_malformed_workload_gets_a_clear_exception_and_the_worker_goes_on(gearman: str) -> None:
+    with task_worker(gearman), GearmanClient([gearman]) as client:
+        for bad, expected in [
+            (b"not json", b"not JSON"),
+            (b'["a"]', b"must be a JSON object"),
+            (b'{"arg": [1]}', b"unknown key(s) 'arg'"),
+            (b'{"args": 1}', b'\\"args\\" must be a JSON array'),
+        ]:
+            with pytest.raises(Exception) as info:
+                client.submit(tasks.add.function_name, bad)
+            assert expected in getattr(info.value, "data", b""), (bad, info.value)
+        assert tasks.add.submit(2, 2) == 4
+
+
+def test_prefix_namespaces_function_names(gearman: str) -> None:
+    with override_settings(GEARMAN={"default": {"SERVERS": [gearman], "PREFIX": "site1."}}):
+        assert tasks.add.function_name == "site1.tests.taskapp.tasks.add"
+        with task_worker(gearman):
+            assert tasks.add.submit(20, 22) == 42
