@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tasks import GearmanTask, TaskError, gearman_task, run_many
+from .tasks import GearmanTask, TaskError, gearman_task, remote_task, run_many
 
 __version__ = "0.1.0"
 
-__all__ = ["GearmanTask", "TaskError", "__version__", "current_job", "gearman_task", "run_many"]
+__all__ = ["GearmanTask", "TaskError", "__version__", "current_job", "gearman_task", "remote_task", "run_many"]
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,7 @@ from .envelope import decode_error, decode_result, encode_call
 from .jobs import JobHandle, Task, TaskState, WorkStatus
 from .protocol.constants import MAX_UNIQUE_SIZE, Priority
 
-__all__ = ["GearmanTask", "TaskError", "TaskOptions", "gearman_task", "registry", "run_many"]
+__all__ = ["GearmanTask", "TaskError", "TaskOptions", "gearman_task", "registry", "remote_task", "run_many"]
 
 logger = logging.getLogger("django_gearman.tasks")
 
@@ -74,6 +74,9 @@ class TaskOptions:
 
 class GearmanTask(Generic[P, R]):
     """A function made into a Gearman function by :func:`gearman_task`."""
+
+    #: True for :func:`remote_task`: another worker runs it, so ours never offer it.
+    remote = False
 
     def __init__(self, func: Callable[P, R], options: TaskOptions) -> None:
         self.func = func
@@ -213,6 +216,20 @@ class GearmanTask(Generic[P, R]):
         from .connections import clients  # noqa: PLC0415
 
         return clients[self.options.alias]
+
+
+def remote_task(name: str, **options: Any) -> GearmanTask[..., Any]:
+    """A task that another language's worker runs (e.g. a PHP worker's ``resize_image``):
+    ``.background()``/``.submit()`` work as for any task, with the same JSON envelope, but our
+    workers do not offer it and calling it in-process raises. ``name`` is the Gearman function
+    name (the alias's ``PREFIX`` is still prepended); ``options`` as for :func:`gearman_task`."""
+
+    def not_here(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{name} is a remote task: run it with .submit() or .background()")
+
+    task = GearmanTask(not_here, _options(not_here, {**options, "name": name}))
+    task.remote = True
+    return task
 
 
 def run_many(calls: Iterable[tuple[GearmanTask[..., Any], Sequence[Any], dict[str, Any]]], *, timeout: float | None = None) -> list[Any]:
