@@ -12,7 +12,9 @@ class GearmanConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401, PLC0415 - registers the system checks
+        # Register the system checks, and the receiver that re-reads GEARMAN when
+        # override_settings changes it.
+        from . import checks, connections  # noqa: F401, PLC0415
 
         # Import each installed app's tasks.py, so that its @gearman_task functions register
         # themselves and `manage.py gearman_worker` finds them.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import logging
 import select
 import time
@@ -339,7 +340,8 @@ class GearmanClient:
         if not function or b"\0" in function or b"\0" in unique_b:
             raise ValueError("function names and unique keys must be non-empty text without NUL bytes")
         if task.run_at is not None:
-            packet = Packet.request(T.SUBMIT_JOB_EPOCH, function, unique_b, str(int(task.run_at)).encode(), task.data)
+            # Whole seconds on the wire: round up, so a job never runs before its time.
+            packet = Packet.request(T.SUBMIT_JOB_EPOCH, function, unique_b, str(math.ceil(task.run_at)).encode(), task.data)
         else:
             table = _BACKGROUND if task.background else _FOREGROUND
             packet = Packet.request(table[task.priority], function, unique_b, task.data)

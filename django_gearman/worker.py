@@ -93,7 +93,7 @@ class _State(enum.Enum):
 class _Link:
     """The worker's connection to one server and where it stands."""
 
-    __slots__ = ("address", "failures", "grabs", "retry_at", "state", "transport")
+    __slots__ = ("address", "failures", "grabs", "retry_at", "slept_at", "state", "transport")
 
     def __init__(self, address: ServerAddress, max_packet_size: int) -> None:
         self.address = address
@@ -102,6 +102,7 @@ class _Link:
         self.retry_at = 0.0
         self.failures = 0
         self.grabs = 0  # GRAB_JOB_UNIQ sent and not yet answered (JOB_ASSIGN* or NO_JOB)
+        self.slept_at = 0.0  # when PRE_SLEEP was sent
 
     def fileno(self) -> int:
         return self.transport.fileno()
@@ -136,9 +137,13 @@ class Worker:
         max_reconnect_delay: float = 30.0,
         max_packet_size: int = 64 * 1024 * 1024,
         prefetch: int = 1,
+        idle_poll: float | None = 2.0,
     ) -> None:
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
+        if idle_poll is not None and idle_poll <= 0:
+            raise ValueError("idle_poll must be more than 0 seconds, or None")
+        self.idle_poll = idle_poll
         self.servers = parse_servers(servers)
         self.prefetch = prefetch
         self.client_id = client_id
@@ -297,6 +302,8 @@ class Worker:
         connected = [link for link in self._links if link.state is not _State.DISCONNECTED]
         timeout = None
         pending = [link.retry_at for link in self._links if link.state is _State.DISCONNECTED]
+        if self.idle_poll is not None:
+            pending += [link.slept_at + self.idle_poll for link in connected if link.state is _State.SLEEPING]
         if pending:
             timeout = max(0.0, min(pending) - time.monotonic())
         # poll(), not select(): a process may hold file descriptors above 1024.
@@ -308,6 +315,15 @@ class Worker:
         assert self._wake_r is not None
         poller.register(self._wake_r.fileno(), select.POLLIN)
         events = poller.poll(None if timeout is None else timeout * 1000)
+        if self.idle_poll is not None:
+            # Asleep too long: ask again, as if a NOOP had come. gearmand 1.1 never wakes
+            # sleeping workers for scheduled (epoch) jobs (its issue #101), and a NOOP lost in
+            # a network hiccup would otherwise idle this worker for good.
+            now = time.monotonic()
+            for link in connected:
+                if link.state is _State.SLEEPING and now - link.slept_at >= self.idle_poll:
+                    self._grab(link, self.prefetch)
+                    self._flush(link)
         for fd, _ in events:
             link = by_fd.get(fd)
             if link is None:
@@ -349,6 +365,7 @@ class Worker:
                 link.grabs = 0
                 link.transport.conn._outgoing.append(_PRE_SLEEP)
                 link.state = _State.SLEEPING
+                link.slept_at = time.monotonic()
                 self._flush(link)
         elif kind is T.NOOP:
             if link.state is _State.SLEEPING:

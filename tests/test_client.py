@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import math
 import time
 
 import pytest
@@ -150,19 +151,32 @@ def test_scheduled_job_waits_for_its_time(gearman_server) -> None:
         run_at = time.time() + 2
         client.submit_background("later", b"x", run_at=run_at)
         functions = {"later": lambda job: ran.append(time.time()), "nudge": lambda job: None}
-        with worker_thread(gearman_server.address, functions):
+        # idle_poll=None: the worker only wakes when the server says so (see the next test).
+        with worker_thread(gearman_server.address, functions, idle_poll=None):
             time.sleep(0.8)
             assert ran == []  # the server holds the job until its time
             if gearman_server.kind == "gearmand":
                 # gearmand 1.1 does not wake sleeping workers when the time comes (its issue
                 # #101), so another job is needed to make it hand the scheduled one out.
-                wait_for(lambda: time.time() > run_at + 0.2, timeout=5)
+                # The epoch goes out in whole seconds, rounded up (never early).
+                wait_for(lambda: time.time() > math.ceil(run_at) + 0.2, timeout=5)
                 client.submit_background("nudge")
             # ours wakes the sleeping worker at the job's time, with no other event
             wait_for(lambda: ran, what="the scheduled job")
     assert ran[0] >= int(run_at)
     with pytest.raises(ValueError, match="normal priority"):
         GearmanClient.background_task("later", run_at=run_at, priority=Priority.HIGH)
+
+
+def test_idle_poll_picks_up_scheduled_jobs_even_on_gearmand(gearman_server) -> None:
+    ran: list[float] = []
+    with GearmanClient([gearman_server.address], timeout=10) as client:
+        run_at = time.time() + 1.5
+        client.submit_background("later_polled", b"x", run_at=run_at)
+        # No nudge this time: a sleeping worker asks again every idle_poll seconds.
+        with worker_thread(gearman_server.address, {"later_polled": lambda job: ran.append(time.time())}, idle_poll=0.5):
+            wait_for(lambda: ran, timeout=15, what="the scheduled job")
+    assert ran[0] >= int(run_at)
 
 
 def test_queue_full_is_server_error(gearman_server) -> None:

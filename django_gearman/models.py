@@ -1,0 +1,52 @@
+"""The results table of the Django Tasks backend: one row per enqueued task.
+
+The enqueuer writes the row (READY) before queueing the job; the worker updates it when the task
+starts (RUNNING) and ends (SUCCESSFUL with the return value, or FAILED with the error and its
+traceback). ``GearmanBackend.get_result()`` reads it, so results are visible from any process.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+__all__ = ["TaskResultRecord"]
+
+
+class TaskResultRecord(models.Model):
+    """One Django Tasks task run through Gearman, and how it went."""
+
+    class Status(models.TextChoices):
+        # The same values as django.tasks.TaskResultStatus.
+        READY = "READY", "Ready"
+        RUNNING = "RUNNING", "Running"
+        FAILED = "FAILED", "Failed"
+        SUCCESSFUL = "SUCCESSFUL", "Successful"
+
+    id = models.CharField(primary_key=True, max_length=64, editable=False)
+    task_path = models.CharField("task", max_length=255, db_index=True)
+    backend = models.CharField(max_length=64)
+    queue_name = models.CharField("queue", max_length=64)
+    priority = models.IntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY, db_index=True)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    return_value = models.JSONField(null=True, blank=True)
+    errors = models.JSONField(default=list, help_text="[{exception_class_path, traceback}], one per failed attempt")
+    worker_ids = models.JSONField(default=list)
+    job_handle = models.CharField(max_length=255, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    run_after = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "task result"
+        ordering = ["-enqueued_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_path} {self.id} ({self.status})"
+
+    @property
+    def attempts(self) -> int:
+        return len(self.worker_ids)
