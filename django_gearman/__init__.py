@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .batch import BatchError, batch
 from .tasks import GearmanTask, TaskError, gearman_task, remote_task, run_many
 
 __version__ = "0.1.0"
 
-__all__ = ["GearmanTask", "TaskError", "__version__", "current_job", "gearman_task", "remote_task", "run_many"]
+__all__ = ["BatchError", "GearmanTask", "batch", "TaskError", "__version__", "current_job", "gearman_task", "remote_task", "run_many"]
 
 
 def __getattr__(name: str) -> Any:

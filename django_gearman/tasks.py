@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import conf
+from .batch import current_batch
 from .envelope import decode_error, decode_result, encode_call
 from .jobs import JobHandle, Task, TaskState, WorkStatus
 from .protocol.constants import MAX_UNIQUE_SIZE, Priority
@@ -133,13 +134,18 @@ class GearmanTask(Generic[P, R]):
     # -- submitting -------------------------------------------------------------------------
 
     def background(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
-        """Queue the task on a worker and return its job handle, without waiting for it to run."""
+        """Queue the task on a worker and return its job handle, without waiting for it to run.
+        Inside ``with batch():`` the job is sent pipelined with others and its
+        :class:`~django_gearman.jobs.Task` is returned (``.handle`` once the batch was sent)."""
         from .testing import NOT_HANDLED, dispatch  # noqa: PLC0415 - the test doubles
 
         handled = dispatch(self, args, kwargs, background=True)
         if handled is not NOT_HANDLED:
             return handled  # type: ignore[no-any-return]
         task = self._task(args, kwargs, background=True)
+        pipelined = current_batch()
+        if pipelined is not None:  # inside `with batch():` the Task is returned; .handle comes later
+            return pipelined.add(self.options.alias, task)  # type: ignore[return-value]
         client = self._client()
         client.run_tasks([task], timeout=self.options.timeout)
         task.raise_for_state()

@@ -138,3 +138,33 @@ def test_prefix_namespaces_function_names(gearman: str) -> None:
         assert tasks.add.function_name == "site1.tests.taskapp.tasks.add"
         with task_worker(gearman):
             assert tasks.add.submit(20, 22) == 42
+
+
+def test_batch_pipelines_background_calls_and_fills_their_handles(gearman: str) -> None:
+    from django_gearman import batch
+    from django_gearman.admin_client import GearmanAdminClient
+
+    with batch(size=100) as sent:
+        tasks_made = [tasks.add.using(unique=f"b{n}").background(n, n) for n in range(250)]
+        assert all(t.handle is None for t in tasks_made[200:])  # the last 50 wait for the block's end
+        with pytest.raises(EnvelopeError):
+            tasks.add.background(1, object())  # still checked at the call
+    assert sent.total == 250 and sent.failed == []
+    assert all(str(t.handle).startswith("H:") for t in tasks_made)
+    with GearmanAdminClient(gearman) as admin:
+        row = {r.function: r for r in admin.status()}[tasks.add.function_name]
+    assert row.total == 250  # no worker yet: all queued
+
+
+def test_a_batch_with_refused_jobs_raises_listing_them(gearman: str) -> None:
+    from django_gearman import BatchError, batch
+    from django_gearman.admin_client import GearmanAdminClient
+
+    with GearmanAdminClient(gearman) as admin:
+        tasks.echo.using(unique="seed").background()  # make the function known
+        admin.maxqueue(tasks.echo.function_name, 3)
+    with pytest.raises(BatchError) as info, batch():
+        for n in range(5):
+            tasks.echo.using(unique=f"q{n}").background(n)
+    assert info.value.total == 5 and len(info.value.failed) == 3  # 1 seeded + 2 fit under 3
+    assert all(t.error is not None for t in info.value.failed)
