@@ -36,7 +36,8 @@ __all__ = ["current_job", "job_callback", "task_failed", "task_succeeded"]
 
 logger = logging.getLogger("django_gearman.worker")
 
-#: Sent after a task's last attempt failed: ``sender`` is the task, with ``job``, ``error``,
+#: Sent after a task's last attempt failed (a background job's failure is also kept in the
+#: results table, TaskResultRecord with backend "gearman_task"): ``sender`` is the task, with ``job``, ``error``,
 #: ``attempt`` and ``args``/``kwargs``. The Tasks backend records failures through it.
 task_failed = Signal()
 #: Sent after a task succeeded: ``sender`` is the task, with ``job``, ``result``, ``attempt``.
@@ -81,7 +82,7 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                 data = encode_result(result)
             except options.retry_on as error:
                 if attempt > options.retries or isinstance(error, EnvelopeError):
-                    _failed(task, job, error, attempt, started, call.args, call.kwargs)
+                    _failed(task, job, error, attempt, started, call.args, call.kwargs, background=bool(call.meta.get("background")))
                     raise
                 delay = min(options.retry_backoff * 2 ** (attempt - 1), options.retry_backoff_max)
                 if call.meta.get("background"):
@@ -101,7 +102,7 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                 close_old_connections()
                 continue
             except BaseException as error:
-                _failed(task, job, error, attempt, started, call.args, call.kwargs)
+                _failed(task, job, error, attempt, started, call.args, call.kwargs, background=bool(call.meta.get("background")))
                 raise
             elapsed = (time.perf_counter() - started) * 1000
             logger.info("%s %s succeeded in %.1f ms (attempt %d)", task.name, job.handle, elapsed, attempt)
@@ -119,7 +120,15 @@ def _attempt(meta: dict[str, Any]) -> int:
 
 
 def _failed(
-    task: GearmanTask[..., Any], job: Job, error: BaseException, attempt: int, started: float, args: list[Any], kwargs: dict[str, Any]
+    task: GearmanTask[..., Any],
+    job: Job,
+    error: BaseException,
+    attempt: int,
+    started: float,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    background: bool = False,
 ) -> None:
     elapsed = (time.perf_counter() - started) * 1000
     logger.error(
@@ -129,6 +138,37 @@ def _failed(
     )  # fmt: skip
     if task_failed.receivers:
         task_failed.send(sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs)
+    if background:
+        _record_failure(task, job, error, attempt, args, kwargs)
+
+
+def _record_failure(
+    task: GearmanTask[..., Any], job: Job, error: BaseException, attempt: int, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Keep a failed background job in the results table (admin: Task results), since no
+    client is there to receive its error. A database problem is logged, never raised: the
+    job's outcome must still reach the server."""
+    import traceback  # noqa: PLC0415
+
+    from django.db import DatabaseError  # noqa: PLC0415
+    from django.utils import timezone  # noqa: PLC0415
+
+    from .models import TaskResultRecord  # noqa: PLC0415
+
+    now = timezone.now()
+    try:
+        TaskResultRecord.objects.create(
+            id=f"{job.server}/{job.handle}"[:64], task_path=task.name, backend="gearman_task",
+            queue_name=task.options.queue, status=TaskResultRecord.Status.FAILED, args=args, kwargs=kwargs,
+            errors=[{
+                "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
+                "traceback": "".join(traceback.format_exception(error)),
+            }],
+            worker_ids=[f"attempt {n}" for n in range(1, attempt + 1)], job_handle=job.handle,
+            last_attempted_at=now, finished_at=now,
+        )  # fmt: skip
+    except DatabaseError as db_error:
+        logger.warning("could not record the failure of %s %s: %s", task.name, job.handle, db_error)
 
 
 def _resubmit(

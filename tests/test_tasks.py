@@ -96,13 +96,19 @@ def test_foreground_retries_in_place_then_succeeds(gearman: str) -> None:
     assert len(warnings) == 2 and b"attempt 1 failed (RuntimeError: attempt 1 fails)" in warnings[0]
 
 
-def test_background_retries_are_rescheduled_then_give_up(gearman: str) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_background_retries_are_rescheduled_then_give_up_and_leave_a_failure_record(gearman: str) -> None:
+    from django_gearman.models import TaskResultRecord
+
     key = f"bgr-{time.monotonic_ns()}"
     with task_worker(gearman):
         tasks.flaky.background(key, 5)  # fails every one of its 1 + 2 attempts
         wait_for(lambda: tasks.calls.get(key) == 3, timeout=20, what="three attempts")
-        time.sleep(0.3)
+        wait_for(lambda: TaskResultRecord.objects.filter(task_path=tasks.flaky.name, args=[key, 5]).exists(), what="the failure record")
     assert tasks.calls[key] == 3  # no fourth attempt
+    record = TaskResultRecord.objects.get(task_path=tasks.flaky.name, args=[key, 5])
+    assert record.status == "FAILED" and record.attempts == 3 and record.backend == "gearman_task"
+    assert "attempt 3 fails" in record.errors[0]["traceback"]
 
 
 def test_progress_reaches_the_caller(gearman: str) -> None:
