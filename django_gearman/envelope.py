@@ -34,7 +34,11 @@ __all__ = [
 _KEYS = frozenset(("args", "kwargs", "meta"))
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _encode = _encoder.encode
-_decode = json.JSONDecoder().decode
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 class EnvelopeError(ValueError):
@@ -61,9 +65,14 @@ def encode_call(
     if meta:
         envelope["meta"] = dict(meta)
     try:
-        return _encode(envelope).encode()
+        data = _encode(envelope).encode()
     except (TypeError, ValueError) as error:
         raise EnvelopeError(_explain(envelope, error)) from None
+    if b'":' in data:  # a dict somewhere: json turns a key 1 into "1" silently; refuse instead
+        for part in ("args", "kwargs", "meta"):
+            if part in envelope:
+                _refuse_non_str_keys(envelope[part], None, f"[{part!r}]")
+    return data
 
 
 def decode_call(data: bytes) -> Call:
@@ -98,9 +107,12 @@ def decode_call(data: bytes) -> Call:
 def encode_result(value: Any) -> bytes:
     """A task's return value as JSON (:class:`EnvelopeError` if JSON cannot carry it)."""
     try:
-        return _encode(value).encode()
+        data = _encode(value).encode()
     except (TypeError, ValueError) as error:
         raise EnvelopeError(_explain(value, error, what="the result")) from None
+    if b'":' in data:
+        _refuse_non_str_keys(value, "the result", "")
+    return data
 
 
 def decode_result(data: bytes) -> Any:
@@ -178,23 +190,41 @@ def _argument_name(where: str) -> str:
     return where or "the arguments"
 
 
-def _find_bad(value: Any, where: str) -> tuple[str, Any] | None:
+def _refuse_non_str_keys(value: Any, what: str | None, where: str) -> None:
+    found = _find_bad(value, where, keys_only=True)
+    if found is not None:
+        where, key = found
+        place = _argument_name(where) if what is None else f"{what}{where}"
+        raise EnvelopeError(
+            f"{place} is {type(key).__name__} ({key!r:.60}), which JSON cannot carry as a key "
+            "(it would arrive as a string); use str keys"
+        )
+
+
+def _find_bad(value: Any, where: str, *, keys_only: bool = False, seen: set[int] | None = None) -> tuple[str, Any] | None:
+    """The path and value of the first thing JSON cannot carry (or, with ``keys_only``, the
+    first non-str dict key). Containers already on the path are skipped: json reports cycles."""
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):
-        return None if math.isfinite(value) else (where, value)
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = _find_bad(item, f"{where}[{index}]")
-            if found is not None:
-                return found
+        return None if keys_only or math.isfinite(value) else (where, value)
+    if isinstance(value, (list, tuple, dict)):
+        seen = set() if seen is None else seen
+        if id(value) in seen:
+            return None
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return (f"{where} key {key!r}", key)
+                found = _find_bad(item, f"{where}[{key!r}]", keys_only=keys_only, seen=seen)
+                if found is not None:
+                    return found
+        else:
+            for index, item in enumerate(value):
+                found = _find_bad(item, f"{where}[{index}]", keys_only=keys_only, seen=seen)
+                if found is not None:
+                    return found
+        seen.discard(id(value))
         return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return (f"{where} key {key!r}", key)
-            found = _find_bad(item, f"{where}[{key!r}]")
-            if found is not None:
-                return found
-        return None
-    return (where, value)
+    return None if keys_only else (where, value)
