@@ -53,3 +53,22 @@ def progress(steps: int) -> int:
 @gearman_task
 def not_json() -> object:
     return object()
+
+
+@gearman_task
+def sleep_then(seconds: float, value: int) -> int:
+    """Sleeps, then returns ``value``: a job that is still running when a test stops the worker."""
+    import time
+
+    time.sleep(seconds)
+    return value
+
+
+@gearman_task(queue="pool")
+def where(seconds: float) -> dict[str, int]:
+    """Sleeps, then says which process and thread ran it (for the worker command's pools)."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "thread": threading.get_ident()}
