@@ -7,6 +7,7 @@ between threads. Clients connect lazily and are rebuilt when ``GEARMAN`` changes
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from asgiref.local import Local
@@ -29,7 +30,16 @@ class GearmanClientHandler(BaseConnectionHandler):  # type: ignore[type-arg]
 
     def create_connection(self, alias: str) -> GearmanClient:
         config = conf.get_settings(alias)
-        return GearmanClient(list(map(str, config.servers)), **config.options)
+        client = GearmanClient(list(map(str, config.servers)), **config.options)
+        # A thread's client goes when the thread does, without anyone calling close():
+        # close its sockets then, rather than leave them to the garbage collector's warning.
+        weakref.finalize(client, _close_sockets, client._servers)  # noqa: SLF001
+        return client
+
+
+def _close_sockets(servers: list[Any]) -> None:
+    for server in servers:
+        server.transport.close()
 
 
 clients = GearmanClientHandler()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,11 +24,9 @@ from django.db import close_old_connections
 from django.dispatch import Signal
 
 from .envelope import EnvelopeError, decode_call, encode_call, encode_result
-from .transport import ServerAddress
 from .worker import Job
 
 if TYPE_CHECKING:
-    from .client import GearmanClient
     from .tasks import GearmanTask
 
 __all__ = ["current_job", "job_callback", "task_failed", "task_succeeded"]
@@ -44,7 +41,6 @@ task_failed = Signal()
 task_succeeded = Signal()
 
 _current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("django_gearman_job", default=None)
-_retry_clients = threading.local()
 
 
 def current_job() -> Job | None:
@@ -177,16 +173,9 @@ def _resubmit(
     """Queue the next attempt of a background job on the server this one came from."""
     data = encode_call(args, kwargs, {**meta, "attempt": attempt})
     # A new unique key: the old one still belongs to this job until it completes, and a job
-    # submitted under it now would coalesce into this one and be lost.
-    _retry_client(job.server).submit_background(job.function, data, run_at=time.time() + delay)
-
-
-def _retry_client(address: ServerAddress) -> GearmanClient:
+    # submitted under it now would coalesce into this one and be lost. A connection of its own
+    # (retries are rare): the worker's connection is in the middle of this job.
     from .client import GearmanClient  # noqa: PLC0415
 
-    clients: dict[ServerAddress, GearmanClient] = getattr(_retry_clients, "clients", None) or {}
-    _retry_clients.clients = clients
-    client = clients.get(address)
-    if client is None:
-        client = clients[address] = GearmanClient([str(address)])
-    return client
+    with GearmanClient([str(job.server)]) as client:
+        client.submit_background(job.function, data, run_at=time.time() + delay)

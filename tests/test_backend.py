@@ -3,10 +3,9 @@ Gearman workers, against both servers, with results readable from the database."
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -15,9 +14,8 @@ from django.utils import timezone
 from django_gearman.admin_client import GearmanAdminClient
 from django_gearman.backends import GearmanBackend, worker_functions
 from django_gearman.models import TaskResultRecord
-from django_gearman.worker import Worker
 
-from .helpers import wait_for
+from .helpers import wait_for, worker_thread
 from .taskapp import framework_tasks as ft
 
 try:
@@ -28,19 +26,9 @@ except ImportError:
 pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
 
 
-@contextmanager
-def tasks_worker(address: str) -> Iterator[Worker]:
-    worker = Worker([address], reconnect_delay=0.05)
-    for function, callback in worker_functions().items():
-        worker.register(function, callback)
-    thread = threading.Thread(target=worker.work, kwargs={"install_signals": False}, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.request_stop()
-        thread.join(10)
-        assert not thread.is_alive()
+def tasks_worker(address: str) -> Any:
+    """A worker thread offering the Tasks backend's queues, as gearman_worker does."""
+    return worker_thread([address], worker_functions())
 
 
 @pytest.fixture

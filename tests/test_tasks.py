@@ -5,40 +5,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from django.test import override_settings
 
-from django_gearman import TaskError, gearman_task, run_many
+from django_gearman import TaskError, run_many
 from django_gearman.client import GearmanClient
-from django_gearman.envelope import EnvelopeError, decode_call
+from django_gearman.envelope import EnvelopeError
 from django_gearman.runner import job_callback
 from django_gearman.tasks import registry
-from django_gearman.worker import Worker
 
-from .helpers import wait_for
+from .helpers import wait_for, worker_thread
 from .taskapp import tasks
 
 pytestmark = pytest.mark.interop
 
 
-@contextmanager
-def task_worker(address: str) -> Iterator[Worker]:
+def task_worker(address: str) -> Any:
     """A worker thread offering every registered task, as gearman_worker does."""
-    import threading
-
-    worker = Worker([address], reconnect_delay=0.05)
-    for task in registry.values():
-        worker.register(task.function_name, job_callback(task), timeout=task.options.timeout)
-    thread = threading.Thread(target=worker.work, kwargs={"install_signals": False}, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.request_stop()
-        thread.join(10)
-        assert not thread.is_alive()
+    functions = {task.function_name: job_callback(task) for task in registry.values() if not task.remote}
+    timeouts = {task.function_name: task.options.timeout for task in registry.values() if task.options.timeout}
+    return worker_thread([address], functions, timeouts=timeouts)
 
 
 @pytest.fixture
