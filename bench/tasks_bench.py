@@ -156,13 +156,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--servers", default="embedded,gearmand")
+    parser.add_argument("--no-celery", action="store_true", help="leave out Celery with Redis")
     options = parser.parse_args()
-    cfg = {"runs": 3, "one_by_one": 5_000, "batched": 50_000, "e2e": 50_000, "submits": 2_000}
+    cfg = {"runs": 3, "one_by_one": 5_000, "batched": 50_000, "e2e": 50_000, "celery_e2e": 10_000, "submits": 2_000}
     if options.quick:
-        cfg = {"runs": 1, "one_by_one": 2_000, "batched": 20_000, "e2e": 20_000, "submits": 500}
+        cfg = {"runs": 1, "one_by_one": 2_000, "batched": 20_000, "e2e": 20_000, "celery_e2e": 5_000, "submits": 500}
     if options.runs:
         cfg["runs"] = options.runs
     results = {kind: measure(kind, cfg) for kind in options.servers.split(",")}
+    if not options.no_celery:
+        from bench import celery_peer  # noqa: PLC0415
+
+        why_not = celery_peer.available()
+        if why_not is None:
+            results["celery+redis"] = celery_peer.measure(cfg, log)
+        else:
+            print(f"celery+redis: not measured ({why_not})")
     print()
     print(f"@gearman_task, {os.cpu_count()} CPUs, median of {cfg['runs']} run(s); no-op task (2 ints, 100-byte str)")
     kinds = list(results)
@@ -172,12 +181,12 @@ def main() -> int:
     rows = [
         ("background", ".background() one by one, jobs/s", "{:,.0f}"),
         ("batched", ".background() in batch(), jobs/s", "{:,.0f}"),
-        ("e2e", "end to end, gearman_worker --concurrency 2", "{:,.0f}"),
+        ("e2e", "end to end, worker --concurrency 2, jobs/s", "{:,.0f}"),
         ("p50", ".submit() round trip p50, ms", "{:.3f}"),
         ("p99", ".submit() round trip p99, ms", "{:.3f}"),
     ]
     for key, label, fmt in rows:
-        cells = "".join(f"{fmt.format(results[k][key]):>14}" for k in kinds)
+        cells = "".join(f"{'-' if results[k][key] != results[k][key] else fmt.format(results[k][key]):>14}" for k in kinds)
         target = TARGETS.get(key, ("", None))[0]
         print(f"{label:<44}{cells}   {target}")
     return 0
