@@ -1,0 +1,100 @@
+"""What the admin's queue pages show: a snapshot of every configured job server.
+
+One :func:`snapshot` per server asks it, over the text admin protocol, for its version, pid,
+per-function counts by priority, workers and jobs. A server that is down or answers garbage
+gives a snapshot with ``up=False`` and the error, never an exception: a page must show the
+other servers and say what is wrong with this one. gearmand's admin protocol and ours give the
+same rows (``tests/server/test_gearadmin.py``), so nothing here depends on which one answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import conf
+from .admin_client import GearmanAdminClient
+from .protocol.admin import JobInfo, WorkerInfo
+
+__all__ = ["FunctionRow", "ServerSnapshot", "snapshot", "snapshot_all"]
+
+
+@dataclass(frozen=True)
+class FunctionRow:
+    """One function on one server: queued jobs by priority, running jobs, available workers."""
+
+    name: str
+    high: int
+    normal: int
+    low: int
+    running: int
+    workers: int
+
+    @property
+    def queued(self) -> int:
+        return self.high + self.normal + self.low
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running
+
+
+@dataclass(frozen=True)
+class ServerSnapshot:
+    """A server as seen at one moment, or why it could not be seen (``up`` False, ``error``)."""
+
+    address: str
+    aliases: tuple[str, ...]
+    up: bool
+    error: str = ""
+    version: str = ""
+    pid: int | None = None
+    functions: tuple[FunctionRow, ...] = ()
+    workers: tuple[WorkerInfo, ...] = ()
+    jobs: tuple[JobInfo, ...] = ()
+    unique_keys: tuple[str, ...] = field(default=())
+
+    @property
+    def queued(self) -> int:
+        return sum(f.queued for f in self.functions)
+
+    @property
+    def running(self) -> int:
+        return sum(f.running for f in self.functions)
+
+
+def snapshot(address: str, *, aliases: tuple[str, ...] = (), timeout: float = 2.0) -> ServerSnapshot:
+    """Ask one server everything the pages show; a failure is reported in the snapshot."""
+    try:
+        with GearmanAdminClient(address, timeout=timeout) as admin:
+            version = admin.version()
+            pid = admin.getpid()
+            totals = {row.function: row for row in admin.status()}
+            priorities = {row.function: row for row in admin.priority_status()}
+            workers = tuple(w for w in admin.workers() if w.functions)  # leave out clients
+            jobs = tuple(admin.show_jobs())
+            uniques = tuple(admin.show_unique_jobs())
+    except Exception as error:  # noqa: BLE001 - any failure is shown, not raised
+        return ServerSnapshot(address, aliases, up=False, error=f"{type(error).__name__}: {error}")
+    rows = []
+    for name in sorted(totals.keys() | priorities.keys()):
+        total = totals.get(name)
+        by_priority = priorities.get(name)
+        high = by_priority.high if by_priority else 0
+        normal = by_priority.normal if by_priority else (total.queued if total else 0)
+        low = by_priority.low if by_priority else 0
+        running = total.running if total else 0
+        available = total.available_workers if total else (by_priority.workers if by_priority else 0)
+        rows.append(FunctionRow(name, high, normal, low, running, available))
+    return ServerSnapshot(
+        address, aliases, up=True, version=version, pid=pid, functions=tuple(rows), workers=workers,
+        jobs=jobs, unique_keys=uniques,
+    )  # fmt: skip
+
+
+def snapshot_all(*, timeout: float = 2.0) -> list[ServerSnapshot]:
+    """A snapshot of every server of every ``GEARMAN`` alias (each server once)."""
+    by_address: dict[str, list[str]] = {}
+    for alias in conf.aliases():
+        for address in conf.get_settings(alias).servers:
+            by_address.setdefault(str(address), []).append(alias)
+    return [snapshot(address, aliases=tuple(names), timeout=timeout) for address, names in by_address.items()]

@@ -1,0 +1,45 @@
+"""The admin pages' data: a snapshot of each server, the same against ours and gearmand, and a
+down server reported instead of raised."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from django_gearman.client import GearmanClient
+from django_gearman.monitor import snapshot, snapshot_all
+from django_gearman.protocol.constants import Priority
+
+from .helpers import wait_for, worker_thread
+from .peers import free_port
+
+pytestmark = pytest.mark.interop
+
+
+def test_snapshot_counts_jobs_by_priority_and_lists_workers(gearman_server) -> None:
+    address = gearman_server.address
+    with GearmanClient([address]) as client:
+        client.submit_background("mon_a", b"1", priority=Priority.HIGH, unique="m1")
+        client.submit_background("mon_a", b"2", priority=Priority.LOW, unique="m2")
+        client.submit_background("mon_a", b"3", unique="m3")
+        client.submit_background("mon_b", b"4", unique="m4")
+    with worker_thread([address], {"mon_c": lambda job: b""}, client_id="mon-worker"):
+        wait_for(lambda: any(w.client_id == "mon-worker" for w in snapshot(address).workers))
+        shot = snapshot(address)
+    assert shot.up and shot.error == "" and shot.pid == gearman_server.pid and shot.version.startswith("1.1.")
+    rows = {row.name: row for row in shot.functions}
+    assert (rows["mon_a"].high, rows["mon_a"].normal, rows["mon_a"].low, rows["mon_a"].running) == (1, 1, 1, 0)
+    assert rows["mon_b"].queued == 1 and rows["mon_c"].workers == 1
+    assert shot.queued == 4 and shot.running == 0
+    [worker] = [w for w in shot.workers if w.client_id == "mon-worker"]
+    assert worker.functions == ("mon_c",)
+    assert len(shot.jobs) == 4 and sorted(u for u in shot.unique_keys if u.startswith("m")) == ["m1", "m2", "m3", "m4"]
+
+
+def test_a_down_server_is_reported_not_raised(gearman_server) -> None:
+    down = f"127.0.0.1:{free_port()}"
+    with override_settings(GEARMAN={"default": {"SERVERS": [gearman_server.address, down]}, "other": {"SERVERS": [down]}}):
+        shots = {shot.address: shot for shot in snapshot_all(timeout=1.0)}
+    assert shots[gearman_server.address].up
+    assert not shots[down].up and "Connection refused" in shots[down].error
+    assert shots[down].aliases == ("default", "other")  # each server once, with every alias
