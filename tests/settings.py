@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 SECRET_KEY = "django-gearman-tests-not-secret"
 
 INSTALLED_APPS = [
@@ -18,6 +21,10 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": ":memory:",
+        # A file, not shared-cache memory: worker threads write task results while the test
+        # reads them, and only a file database waits for a lock (SQLite's busy timeout)
+        # instead of failing at once with "database table is locked".
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"django-gearman-tests-{os.getpid()}.sqlite3")},
     }
 }
 
