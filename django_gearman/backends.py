@@ -18,8 +18,8 @@ Works with ``django.tasks`` (Django 6.x) and with the ``django-tasks`` backport 
 from __future__ import annotations
 
 import logging
-import socket
 import os
+import socket
 import traceback
 from collections.abc import Callable
 from typing import Any

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import logging
+import math
 import select
 import time
 import uuid

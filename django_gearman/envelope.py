@@ -186,7 +186,7 @@ def _argument_name(where: str) -> str:
         name, _, rest = where[len("['kwargs'][") :].partition("]")
         return f"keyword argument {name}{rest}"
     if where.startswith("['meta']"):
-        return f"meta{where[len('[meta]') + 2 :]}"
+        return "meta" + where[len("['meta']") :]
     return where or "the arguments"
 
 

@@ -34,6 +34,7 @@ from .batch import current_batch
 from .envelope import decode_error, decode_result, encode_call
 from .jobs import JobHandle, Task, TaskState, WorkStatus
 from .protocol.constants import MAX_UNIQUE_SIZE, Priority
+from .testing import NOT_HANDLED, dispatch  # the test doubles, when an alias's MODE asks
 
 __all__ = ["GearmanTask", "TaskError", "TaskOptions", "gearman_task", "registry", "remote_task", "run_many"]
 
@@ -137,8 +138,6 @@ class GearmanTask(Generic[P, R]):
         """Queue the task on a worker and return its job handle, without waiting for it to run.
         Inside ``with batch():`` the job is sent pipelined with others and its
         :class:`~django_gearman.jobs.Task` is returned (``.handle`` once the batch was sent)."""
-        from .testing import NOT_HANDLED, dispatch  # noqa: PLC0415 - the test doubles
-
         handled = dispatch(self, args, kwargs, background=True)
         if handled is not NOT_HANDLED:
             return handled  # type: ignore[no-any-return]
@@ -163,8 +162,6 @@ class GearmanTask(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task on a worker and return its result; :class:`TaskError` if it failed."""
-        from .testing import NOT_HANDLED, dispatch  # noqa: PLC0415
-
         handled = dispatch(self, args, kwargs, background=False)
         if handled is not NOT_HANDLED:
             return handled  # type: ignore[no-any-return]
@@ -183,10 +180,6 @@ class GearmanTask(Generic[P, R]):
             raise TaskError(self.name, "", "the worker reported failure (WORK_FAIL)")
         task.raise_for_state()  # timeout, connection errors
         raise AssertionError(f"{task!r} is not finished")  # pragma: no cover
-
-    def gearman_task_for(self, args: Sequence[Any], kwargs: dict[str, Any], *, background: bool) -> Task:
-        """The low-level :class:`Task` for one call (for :func:`run_many` and the Tasks backend)."""
-        return self._task(args, kwargs, background=background)
 
     def _task(self, args: Sequence[Any], kwargs: dict[str, Any], *, background: bool) -> Task:
         options = self.options

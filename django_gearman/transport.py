@@ -126,7 +126,7 @@ class Transport:
         sock.settimeout(timeout)
         try:
             data = sock.recv(_RECV_SIZE)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             raise TimeoutError(f"no reply from {self.address} within {timeout or 0:.3g}s") from None
         if not data:
             raise ConnectionResetError(f"{self.address} closed the connection")
