@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from django_gearman.admin_client import GearmanAdminClient
 from django_gearman.client import GearmanClient
 from django_gearman.monitor import snapshot, snapshot_all
 from django_gearman.protocol.constants import Priority
@@ -43,3 +44,18 @@ def test_a_down_server_is_reported_not_raised(gearman_server) -> None:
     assert shots[gearman_server.address].up
     assert not shots[down].up and "Connection refused" in shots[down].error
     assert shots[down].aliases == ("default", "other")  # each server once, with every alias
+
+
+def test_admin_commands_name_functions_and_jobs_intact(gearman_server) -> None:
+    """Lines end in CRLF as gearadmin's do: with a bare LF gearmand drops an argument's last
+    character ("create function abc" made "ab", and cancel/drop missed)."""
+    with GearmanAdminClient(gearman_server.address) as admin:
+        admin.create_function("mon_intact")
+        assert "mon_intact" in {row.function for row in admin.status()}
+        admin.drop_function("mon_intact")
+        assert "mon_intact" not in {row.function for row in admin.status()}
+    with GearmanClient([gearman_server.address]) as client:
+        handle = str(client.submit_background("mon_cancel", b"x"))
+    with GearmanAdminClient(gearman_server.address) as admin:
+        admin.cancel_job(handle)
+        assert [(j.ignore_job, j.job_queued) for j in admin.show_jobs() if j.handle == handle] == [(True, False)]

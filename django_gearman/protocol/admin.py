@@ -114,7 +114,9 @@ def command_line(command: str, *args: str) -> bytes:
             raise LocalProtocolError(f"admin argument {arg!r} is empty or holds whitespace")
     if command.startswith("\0") or "\n" in command:
         raise LocalProtocolError(f"invalid admin command {command!r}")
-    return _raw(" ".join((command, *args))) + b"\n"
+    # CRLF, as gearadmin sends: gearmand 1.1.20 drops the last character of a line that ends in
+    # a bare LF, so "create function abc\n" would create "ab".
+    return _raw(" ".join((command, *args))) + b"\r\n"
 
 
 class AdminReply:

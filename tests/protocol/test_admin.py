@@ -95,6 +95,6 @@ def test_malformed_rows_are_remote_errors() -> None:
 
 
 def test_command_line() -> None:
-    assert admin.command_line("maxqueue", "fn", "1", "2", "3") == b"maxqueue fn 1 2 3\n"
+    assert admin.command_line("maxqueue", "fn", "1", "2", "3") == b"maxqueue fn 1 2 3\r\n"
     with pytest.raises(LocalProtocolError):
         admin.command_line("cancel job", "two words")
