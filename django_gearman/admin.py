@@ -1,27 +1,343 @@
-"""Django admin: the Tasks backend's results, per task, read-only (the queue pages come later)."""
+"""Django admin: live queue pages (overview, workers, jobs) and the task results table.
+
+The queue pages hang off unmanaged models (``models.QueueStatus``, ``Worker``, ``Job``), so they
+appear in the admin as soon as the app is installed, with no URL wiring, and their permissions
+come from the auth app. Their data is asked from the job servers on each view
+(:mod:`django_gearman.monitor`); a page refreshes its tables in place every few seconds.
+
+Seeing a page needs its view permission (``django_gearman.view_queuestatus``, ``view_worker``,
+``view_job``). Changing anything (cancel a job, drop a function, retry a failed task) needs a
+superuser or ``django_gearman.manage_queues``, goes through a confirmation page and a CSRF-checked
+POST, and is written to the admin log.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import datetime, timezone
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 
-from .models import TaskResultRecord
+from . import monitor
+from .admin_client import GearmanAdminClient
+from .exceptions import GearmanError
+from .models import Job, QueueStatus, TaskResultRecord, Worker
+from .protocol.admin import AdminError
+from .retry import RetryError, retry_result
+
+logger = logging.getLogger("django_gearman.admin")
+
+MANAGE_PERMISSION = "django_gearman.manage_queues"
+
+
+def can_manage(request: HttpRequest) -> bool:
+    """May this user cancel jobs, drop functions and retry tasks?"""
+    user = request.user
+    return bool(user.is_active and (user.is_superuser or user.has_perm(MANAGE_PERMISSION)))
+
+
+def _log(request: HttpRequest, model: type, object_id: str, message: str) -> None:
+    """One admin log line (LogEntry) for an action that changed a job server."""
+    LogEntry.objects.create(
+        user_id=request.user.pk,
+        content_type=ContentType.objects.get_for_model(model, for_concrete_model=False),
+        object_id=object_id[:255],
+        object_repr=object_id[:200],
+        action_flag=CHANGE,
+        change_message=message,
+    )
+
+
+class LivePageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """A read-only page of live server data in place of a model's change list."""
+
+    #: The page template; ``fragment_template`` is the part that refreshes in place.
+    page_template = "admin/django_gearman/live_page.html"
+    fragment_template = ""
+    #: Seconds between refreshes of the tables (0: never).
+    refresh_seconds = 5
+    #: Also ask servers for their job list (``show queue``).
+    with_queue = False
+    #: How long to wait for each server.
+    server_timeout = 2.0
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        return [path("", self.admin_site.admin_view(self.changelist_view), name="%s_%s_changelist" % info)]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        snapshots = monitor.snapshot_all(timeout=self.server_timeout, with_queue=self.with_queue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": self.opts.verbose_name_plural.capitalize(),
+            "snapshots": snapshots,
+            "servers": [self.server_context(s) for s in snapshots],
+            "totals": _totals(snapshots),
+            "can_manage": can_manage(request),
+            "refresh_seconds": self.refresh_seconds,
+            "fragment_template": self.fragment_template,
+            "asked_at": datetime.now(timezone.utc),
+            **(extra_context or {}),
+        }
+        template = self.fragment_template if request.GET.get("fragment") else self.page_template
+        return TemplateResponse(request, template, context)
+
+    def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
+        """What the fragment template shows for one server."""
+        return {"snapshot": snapshot}
+
+
+def _totals(snapshots: list[monitor.ServerSnapshot]) -> dict[str, int]:
+    up = [s for s in snapshots if s.up]
+    return {
+        "servers": len(snapshots),
+        "up": len(up),
+        "high": sum(f.high for s in up for f in s.functions),
+        "normal": sum(f.normal for s in up for f in s.functions),
+        "low": sum(f.low for s in up for f in s.functions),
+        "queued": sum(s.queued for s in up),
+        "running": sum(s.running for s in up),
+        "workers": sum(len(s.workers) for s in up),
+        "functions": len({f.name for s in up for f in s.functions}),
+    }
+
+
+@admin.register(QueueStatus)
+class QueueStatusAdmin(LivePageAdmin):
+    """Overview: each server up or down, and per function its queues, running jobs, workers.
+    Also hosts the server actions (cancel a job, drop a function) behind a confirmation page."""
+
+    fragment_template = "admin/django_gearman/overview.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("cancel/", wrap(self.cancel_job_view), name="django_gearman_cancel_job"),
+            path("drop/", wrap(self.drop_function_view), name="django_gearman_drop_function"),
+            *super().get_urls(),
+        ]
+
+    def cancel_job_view(self, request: HttpRequest) -> HttpResponse:
+        """Cancel a queued job (``cancel job <handle>``): confirm on GET, do it on POST."""
+        return self._server_action(
+            request, "handle", title="Cancel a job", verb="Cancel job",
+            run=lambda admin_client, handle: admin_client.cancel_job(handle),
+            done="Cancelled job {target} on {server}.", log_model=Job,
+            back=reverse("admin:django_gearman_job_changelist"),
+        )  # fmt: skip
+
+    def drop_function_view(self, request: HttpRequest) -> HttpResponse:
+        """Drop a function with no workers and no running jobs (``drop function <name>``)."""
+        return self._server_action(
+            request, "function", title="Drop a function", verb="Drop function",
+            run=lambda admin_client, name: admin_client.drop_function(name),
+            done="Dropped function {target} on {server}.", log_model=QueueStatus,
+            back=reverse("admin:django_gearman_queuestatus_changelist"),
+        )  # fmt: skip
+
+    def _server_action(
+        self, request: HttpRequest, field: str, *, title: str, verb: str, run: Any, done: str, log_model: type, back: str
+    ) -> HttpResponse:
+        if not can_manage(request):
+            raise PermissionDenied
+        data = request.POST if request.method == "POST" else request.GET
+        server, target = data.get("server", ""), data.get(field, "")
+        if server not in monitor.configured_servers():
+            raise Http404(f"{server!r} is not a configured Gearman server")
+        if not target or any(ch.isspace() for ch in target):
+            raise Http404(f"no valid {field} given")
+        if request.method == "POST" and request.POST.get("confirm") == "yes":
+            try:
+                with GearmanAdminClient(server, timeout=self.server_timeout) as admin_client:
+                    run(admin_client, target)
+            except (AdminError, GearmanError, OSError) as error:
+                messages.error(request, f"{verb} {target} on {server} failed: {error}")
+                logger.warning("%s %s on %s failed: %s", verb, target, server, error)
+            else:
+                message = done.format(target=target, server=server)
+                _log(request, log_model, f"{server} {target}", message)
+                logger.info("%s (by %s)", message, request.user)
+                messages.success(request, message)
+            return HttpResponseRedirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "question": f"{verb} {target} on {server}?",
+            "fields": {"server": server, field: target},
+            "verb": verb,
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/django_gearman/confirm.html", context)
+
+
+@admin.register(Worker)
+class WorkerAdmin(LivePageAdmin):
+    """Workers: each worker connection's id, address and functions, per server."""
+
+    fragment_template = "admin/django_gearman/workers.html"
+
+
+@admin.register(Job)
+class JobAdmin(LivePageAdmin):
+    """Jobs: handles and unique keys (both servers), and on our server the job list with
+    function, priority, state and times (``show queue``)."""
+
+    fragment_template = "admin/django_gearman/jobs.html"
+    with_queue = True
+
+    def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
+        rows = [
+            {"job": job, "enqueued": _when(job.enqueued), "run_at": _when(job.run_at)} for job in snapshot.queue or ()
+        ]
+        return {"snapshot": snapshot, "queue": rows, "limit": monitor.QUEUE_LIMIT}
+
+
+def _when(seconds: int) -> datetime | None:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds else None
 
 
 @admin.register(TaskResultRecord)
 class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Results written by workers: filter by task and status, read the error's traceback."""
+    """Task results: failed background tasks and every Django Tasks task, filterable by status
+    and task; the detail shows arguments, result and each error's traceback; failed ones can be
+    retried (superusers or ``manage_queues``)."""
 
     list_display = ("id", "task_path", "status", "queue_name", "priority", "attempts", "enqueued_at", "finished_at")
     list_filter = ("status", "task_path", "queue_name", "backend")
     search_fields = ("id", "task_path", "job_handle")
     date_hierarchy = "enqueued_at"
-    readonly_fields = [field.name for field in TaskResultRecord._meta.fields]
+    actions = ["retry_selected"]
+    change_form_template = "admin/django_gearman/taskresultrecord/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["id", "task_path", "status", "backend", "queue_name", "priority", "job_handle"]}),
+        ("Call", {"fields": ["arguments", "result"]}),
+        ("Errors", {"fields": ["error_list"]}),
+        ("Times", {"fields": ["enqueued_at", "run_after", "started_at", "last_attempted_at", "finished_at", "worker_ids"]}),
+    ]  # fmt: skip
+    readonly_fields = [
+        "id", "task_path", "status", "backend", "queue_name", "priority", "job_handle", "arguments", "result",
+        "error_list", "enqueued_at", "run_after", "started_at", "last_attempted_at", "finished_at", "worker_ids",
+    ]  # fmt: skip
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # results come from enqueued tasks, not from forms
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        return can_manage(request)
+
+    @admin.display(description="arguments")
+    def arguments(self, record: TaskResultRecord) -> str:
+        return format_html("<pre>{}</pre>", json.dumps({"args": record.args, "kwargs": record.kwargs}, indent=2))
+
+    @admin.display(description="return value")
+    def result(self, record: TaskResultRecord) -> str:
+        if record.status != TaskResultRecord.Status.SUCCESSFUL:
+            return "-"
+        return format_html("<pre>{}</pre>", json.dumps(record.return_value, indent=2))
+
+    @admin.display(description="errors, oldest first")
+    def error_list(self, record: TaskResultRecord) -> str:
+        if not record.errors:
+            return "-"
+        return format_html_join(
+            "", "<p><strong>{}</strong></p><pre class=\"gearman-traceback\">{}</pre>",
+            ((e.get("exception_class_path", "?"), e.get("traceback", "")) for e in record.errors),
+        )  # fmt: skip
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<path:object_id>/retry/",
+                self.admin_site.admin_view(self.retry_view),
+                name="django_gearman_taskresultrecord_retry",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {"can_retry": can_manage(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra)
+
+    @admin.action(description="Retry the selected failed tasks", permissions=["manage"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[TaskResultRecord]) -> HttpResponse | None:
+        """Admin action: confirm first (like delete), then queue each failed task again."""
+        failed = list(queryset.filter(status=TaskResultRecord.Status.FAILED))
+        if request.POST.get("confirm") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Retry failed tasks",
+                "question": f"Retry {len(failed)} failed task(s)?",
+                "records": failed,
+                "skipped": queryset.count() - len(failed),
+                "action": "retry_selected",
+                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                "verb": "Retry",
+                "back": request.get_full_path(),
+            }
+            return TemplateResponse(request, "admin/django_gearman/confirm.html", context)
+        for record in failed:
+            self._retry(request, record)
+        return None
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Retry one failed task from its detail page: confirm on GET, do it on POST."""
+        if not can_manage(request):
+            raise PermissionDenied
+        record = self.get_object(request, unquote(object_id))
+        if record is None:
+            raise Http404(f"no task result {object_id!r}")
+        detail = reverse("admin:django_gearman_taskresultrecord_change", args=[quote(record.pk)])
+        if request.method == "POST" and request.POST.get("confirm") == "yes":
+            self._retry(request, record)
+            return HttpResponseRedirect(detail)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Retry a failed task",
+            "question": f"Retry {record.task_path} ({record.id})?",
+            "records": [record],
+            "verb": "Retry",
+            "back": detail,
+        }
+        return TemplateResponse(request, "admin/django_gearman/confirm.html", context)
+
+    def _retry(self, request: HttpRequest, record: TaskResultRecord) -> None:
+        try:
+            handle = retry_result(record)
+        except (RetryError, GearmanError, OSError) as error:
+            messages.error(request, f"{record.task_path} {record.id} was not retried: {error}")
+            return
+        message = f"Retried {record.task_path} as job {handle}."
+        self.log_change(request, record, message)
+        logger.info("%s %s retried as %s (by %s)", record.task_path, record.id, handle, request.user)
+        messages.success(request, message)

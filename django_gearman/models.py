@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-__all__ = ["TaskResultRecord"]
+__all__ = ["Job", "QueueStatus", "TaskResultRecord", "Worker"]
 
 
 class TaskResultRecord(models.Model):
@@ -50,3 +50,42 @@ class TaskResultRecord(models.Model):
     @property
     def attempts(self) -> int:
         return len(self.worker_ids)
+
+
+# -- the admin's queue pages ------------------------------------------------------------------
+# No tables: these unmanaged models exist so that the admin lists the pages (with no URL wiring by
+# the user) and so that the auth app creates their permissions. The data comes live from the job
+# servers (django_gearman.monitor).
+
+
+class QueueStatus(models.Model):
+    """The overview page: every configured server and its functions."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_queuestatus", "Can see the Gearman queue pages"),
+            ("manage_queues", "Can cancel Gearman jobs, drop functions and retry failed tasks"),
+        ]
+        verbose_name = verbose_name_plural = "queue status"
+
+
+class Worker(models.Model):
+    """The workers page: every worker connection of every server."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("view_worker", "Can see the Gearman workers page")]
+        verbose_name = "worker"
+
+
+class Job(models.Model):
+    """The jobs page: every job a server holds."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("view_job", "Can see the Gearman jobs page")]
+        verbose_name = "job"

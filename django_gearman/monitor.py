@@ -9,13 +9,21 @@ same rows (``tests/server/test_gearadmin.py``), so nothing here depends on which
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import conf
 from .admin_client import GearmanAdminClient
-from .protocol.admin import JobInfo, WorkerInfo
+from .protocol.admin import AdminError, JobInfo, WorkerInfo
 
-__all__ = ["FunctionRow", "ServerSnapshot", "snapshot", "snapshot_all"]
+if TYPE_CHECKING:
+    from .protocol.admin import QueuedJob
+
+__all__ = ["FunctionRow", "ServerSnapshot", "configured_servers", "snapshot", "snapshot_all"]
+
+#: Rows of ``show queue`` asked for by default: a page, not the whole queue.
+QUEUE_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,15 @@ class ServerSnapshot:
     workers: tuple[WorkerInfo, ...] = ()
     jobs: tuple[JobInfo, ...] = ()
     unique_keys: tuple[str, ...] = field(default=())
+    #: Jobs with function, priority and times (``show queue``, our server only); None when not
+    #: asked for or when the server does not have the command (see ``queue_error``).
+    queue: tuple[QueuedJob, ...] | None = None
+    queue_error: str = ""
+
+    @property
+    def embedded(self) -> bool:
+        """True for our own server (its version says so); gearmand's admin protocol is smaller."""
+        return "django-gearman" in self.version
 
     @property
     def queued(self) -> int:
@@ -62,8 +79,21 @@ class ServerSnapshot:
         return sum(f.running for f in self.functions)
 
 
-def snapshot(address: str, *, aliases: tuple[str, ...] = (), timeout: float = 2.0) -> ServerSnapshot:
-    """Ask one server everything the pages show; a failure is reported in the snapshot."""
+def snapshot(
+    address: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    timeout: float = 2.0,
+    with_queue: bool = False,
+    queue_limit: int = QUEUE_LIMIT,
+) -> ServerSnapshot:
+    """Ask one server everything the pages show; a failure is reported in the snapshot.
+
+    ``with_queue`` also asks for the job list with functions, priorities and times, which only
+    our server gives (gearmand answers it with an error, kept in ``queue_error``).
+    """
+    queue: tuple[QueuedJob, ...] | None = None
+    queue_error = ""
     try:
         with GearmanAdminClient(address, timeout=timeout) as admin:
             version = admin.version()
@@ -73,6 +103,11 @@ def snapshot(address: str, *, aliases: tuple[str, ...] = (), timeout: float = 2.
             workers = tuple(w for w in admin.workers() if w.functions)  # leave out clients
             jobs = tuple(admin.show_jobs())
             uniques = tuple(admin.show_unique_jobs())
+            if with_queue:
+                try:
+                    queue = tuple(admin.show_queue(queue_limit))
+                except AdminError as error:  # gearmand: no such command
+                    queue_error = f"this server does not list queued jobs ({error})"
     except Exception as error:  # noqa: BLE001 - any failure is shown, not raised
         return ServerSnapshot(address, aliases, up=False, error=f"{type(error).__name__}: {error}")
     rows = []
@@ -87,14 +122,31 @@ def snapshot(address: str, *, aliases: tuple[str, ...] = (), timeout: float = 2.
         rows.append(FunctionRow(name, high, normal, low, running, available))
     return ServerSnapshot(
         address, aliases, up=True, version=version, pid=pid, functions=tuple(rows), workers=workers,
-        jobs=jobs, unique_keys=uniques,
+        jobs=jobs, unique_keys=uniques, queue=queue, queue_error=queue_error,
     )  # fmt: skip
 
 
-def snapshot_all(*, timeout: float = 2.0) -> list[ServerSnapshot]:
-    """A snapshot of every server of every ``GEARMAN`` alias (each server once)."""
+def configured_servers() -> dict[str, tuple[str, ...]]:
+    """Every server of every ``GEARMAN`` alias, once, with the aliases that use it."""
     by_address: dict[str, list[str]] = {}
     for alias in conf.aliases():
         for address in conf.get_settings(alias).servers:
             by_address.setdefault(str(address), []).append(alias)
-    return [snapshot(address, aliases=tuple(names), timeout=timeout) for address, names in by_address.items()]
+    return {address: tuple(names) for address, names in by_address.items()}
+
+
+def snapshot_all(*, timeout: float = 2.0, with_queue: bool = False) -> list[ServerSnapshot]:
+    """A snapshot of every configured server (see :func:`snapshot`).
+
+    Servers are asked in parallel, so a page waits at most about ``timeout`` however many of
+    them are down.
+    """
+    servers = configured_servers()
+    if len(servers) <= 1:
+        return [snapshot(a, aliases=n, timeout=timeout, with_queue=with_queue) for a, n in servers.items()]
+    with ThreadPoolExecutor(max_workers=min(len(servers), 16), thread_name_prefix="gearman-monitor") as pool:
+        futures = [
+            pool.submit(snapshot, address, aliases=aliases, timeout=timeout, with_queue=with_queue)
+            for address, aliases in servers.items()
+        ]
+        return [future.result() for future in futures]

@@ -78,7 +78,7 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                 data = encode_result(result)
             except options.retry_on as error:
                 if attempt > options.retries or isinstance(error, EnvelopeError):
-                    _failed(task, job, error, attempt, started, call.args, call.kwargs, background=bool(call.meta.get("background")))
+                    _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
                     raise
                 delay = min(options.retry_backoff * 2 ** (attempt - 1), options.retry_backoff_max)
                 if call.meta.get("background"):
@@ -98,12 +98,14 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                 close_old_connections()
                 continue
             except BaseException as error:
-                _failed(task, job, error, attempt, started, call.args, call.kwargs, background=bool(call.meta.get("background")))
+                _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
                 raise
             elapsed = (time.perf_counter() - started) * 1000
             logger.info("%s %s succeeded in %.1f ms (attempt %d)", task.name, job.handle, elapsed, attempt)
             if task_succeeded.receivers:
                 task_succeeded.send(sender=task, job=job, result=result, attempt=attempt)
+            if isinstance(call.meta.get("result_id"), str):  # a retry from the admin: its row
+                _record_success(call.meta["result_id"], job, result)
             return data
     finally:
         _current.reset(token)
@@ -123,8 +125,7 @@ def _failed(
     started: float,
     args: list[Any],
     kwargs: dict[str, Any],
-    *,
-    background: bool = False,
+    meta: dict[str, Any],
 ) -> None:
     elapsed = (time.perf_counter() - started) * 1000
     logger.error(
@@ -134,16 +135,24 @@ def _failed(
     )  # fmt: skip
     if task_failed.receivers:
         task_failed.send(sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs)
-    if background:
-        _record_failure(task, job, error, attempt, args, kwargs)
+    if meta.get("background"):
+        result_id = meta.get("result_id")
+        _record_failure(task, job, error, attempt, args, kwargs, result_id if isinstance(result_id, str) else None)
 
 
 def _record_failure(
-    task: GearmanTask[..., Any], job: Job, error: BaseException, attempt: int, args: list[Any], kwargs: dict[str, Any]
+    task: GearmanTask[..., Any],
+    job: Job,
+    error: BaseException,
+    attempt: int,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    result_id: str | None,
 ) -> None:
     """Keep a failed background job in the results table (admin: Task results), since no
-    client is there to receive its error. A database problem is logged, never raised: the
-    job's outcome must still reach the server."""
+    client is there to receive its error; a retry from the admin (``result_id``) adds to its
+    row. A database problem is logged, never raised: the job's outcome must still reach the
+    server."""
     import traceback  # noqa: PLC0415
 
     from django.db import DatabaseError  # noqa: PLC0415
@@ -152,19 +161,48 @@ def _record_failure(
     from .models import TaskResultRecord  # noqa: PLC0415
 
     now = timezone.now()
+    failure = {
+        "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+    attempts = [f"attempt {n}" for n in range(1, attempt + 1)]
     try:
+        record = TaskResultRecord.objects.filter(pk=result_id).first() if result_id else None
+        if record is not None:
+            record.status = TaskResultRecord.Status.FAILED
+            record.errors = [*record.errors, failure]
+            record.worker_ids = [*record.worker_ids, *(f"retry {n}" for n in range(1, attempt + 1))]
+            record.job_handle, record.last_attempted_at, record.finished_at = job.handle, now, now
+            record.save()
+            return
         TaskResultRecord.objects.create(
             id=f"{job.server}/{job.handle}"[:64], task_path=task.name, backend="gearman_task",
             queue_name=task.options.queue, status=TaskResultRecord.Status.FAILED, args=args, kwargs=kwargs,
-            errors=[{
-                "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
-                "traceback": "".join(traceback.format_exception(error)),
-            }],
-            worker_ids=[f"attempt {n}" for n in range(1, attempt + 1)], job_handle=job.handle,
-            last_attempted_at=now, finished_at=now,
+            errors=[failure], worker_ids=attempts, job_handle=job.handle, last_attempted_at=now, finished_at=now,
         )  # fmt: skip
     except DatabaseError as db_error:
         logger.warning("could not record the failure of %s %s: %s", task.name, job.handle, db_error)
+
+
+def _record_success(result_id: str, job: Job, result: Any) -> None:
+    """A retried job succeeded: its row says so (a database problem is logged, not raised)."""
+    from django.db import DatabaseError  # noqa: PLC0415
+    from django.utils import timezone  # noqa: PLC0415
+
+    from .models import TaskResultRecord  # noqa: PLC0415
+
+    try:
+        record = TaskResultRecord.objects.filter(pk=result_id).first()
+        if record is None:
+            return
+        now = timezone.now()
+        record.status = TaskResultRecord.Status.SUCCESSFUL
+        record.return_value = result
+        record.worker_ids = [*record.worker_ids, "retry"]
+        record.job_handle, record.last_attempted_at, record.finished_at = job.handle, now, now
+        record.save()
+    except DatabaseError as db_error:
+        logger.warning("could not record the retried %s %s: %s", result_id, job.handle, db_error)
 
 
 def _resubmit(

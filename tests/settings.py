@@ -13,6 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "django_gearman",
     "tests.taskapp",
 ]
@@ -40,6 +41,7 @@ except ImportError:
     INSTALLED_APPS.append("django_tasks")
 
 ROOT_URLCONF = "tests.urls"
+STATIC_URL = "/static/"
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -28,3 +28,14 @@ def explode(message: str) -> None:
 @task(takes_context=True)
 def attempt_of(context: Any) -> int:
     return int(context.attempt)
+
+
+#: Keys for which :func:`until_mended` still fails (the admin retry tests mend them).
+BROKEN: set[str] = set()
+
+
+@task
+def until_mended(key: str) -> str:
+    if key in BROKEN:
+        raise RuntimeError(f"{key} is broken")
+    return f"{key} mended"

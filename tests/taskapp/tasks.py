@@ -72,3 +72,14 @@ def where(seconds: float) -> dict[str, int]:
 
     time.sleep(seconds)
     return {"pid": os.getpid(), "thread": threading.get_ident()}
+
+
+#: Keys for which :func:`until_mended` still fails (the admin retry tests mend them).
+BROKEN: set[str] = set()
+
+
+@gearman_task(name="tests.until_mended")
+def until_mended(key: str) -> str:
+    if key in BROKEN:
+        raise RuntimeError(f"{key} is broken")
+    return f"{key} mended"
