@@ -84,7 +84,7 @@ def test_worker_rejects_text() -> None:
 def test_admin_commands_only_from_clients() -> None:
     client = Connection(Role.CLIENT)
     client.send_admin("show jobs")
-    assert client.data_to_send() == b"show jobs\n"
+    assert client.data_to_send() == b"show jobs\r\n"
     with pytest.raises(LocalProtocolError):
         Connection(Role.WORKER).send_admin("status")
 
