@@ -144,6 +144,21 @@ def report(browser: Browser, days: int) -> tuple[list[str], Any]:
     return steps, json.loads(html.unescape(result.group(1)))
 
 
+def admin_overview(browser: Browser, username: str, password: str, address: str) -> list[str]:
+    """Log in to the admin and read the queue overview: the functions listed for ``address``."""
+    overview = "/admin/django_gearman/queuestatus/"
+    login = f"/admin/login/?next={overview}"
+    status, page = browser.get(login)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    if status != 200 or token is None:
+        raise DemoError(f"GET {login} answered {status} without a login form")
+    fields = {"csrfmiddlewaretoken": token.group(1), "username": username, "password": password, "next": overview}
+    status, page = browser.post(login, fields)
+    if status != 200 or f'data-server="{address}" data-up="1"' not in page:
+        raise DemoError(f"the admin overview ({status}) does not show {address} up:\n{text_of(page)[:2000]}")
+    return re.findall(r'<tr data-function="([^"]+)">', page)
+
+
 def text_of(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", fragment)).strip()
 
@@ -155,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mail-dir", type=Path, required=True, help="EMAIL_FILE_PATH of the project")
     parser.add_argument("--days", type=int, default=5, help="steps of the report")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each step")
+    parser.add_argument("--admin", metavar="USER:PASSWORD", help="also check the admin's queue overview as this user")
     parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID", help="fail early if this process exits")
     args = parser.parse_args(argv)
     watcher = Watcher({name: int(pid) for name, _, pid in (item.partition("=") for item in args.watch)})
@@ -184,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError(f"the report's progress was {steps}, expected {expected}")
         if result.get("latest_signup") != name:
             raise DemoError(f"the report's latest signup is {result.get('latest_signup')!r}, expected {name!r}")
+
+        if args.admin:
+            user, _, password = args.admin.partition(":")
+            print(f"==> the admin's queue overview, {urllib.parse.urljoin(args.url, '/admin/django_gearman/queuestatus/')}")
+            functions = admin_overview(Browser(args.url), user, password, args.gearman)
+            print(f"    {args.gearman} is up; functions: {', '.join(functions) or '(none)'}")
+            missing = set(FUNCTIONS) - set(functions)
+            if missing:
+                raise DemoError(f"the overview does not list {', '.join(sorted(missing))}")
     except DemoError as error:
         print(f"demo check failed: {error}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ def send_signup_mail(user_id: int) -> str:
 def build_report(days: int) -> dict[str, Any]:
     """Signups per day over the last ``days`` days, one step per day; the caller of
     ``.submit()`` sees the progress (``send_status(step, days)``) as it is made."""
-    users = get_user_model().objects
+    users = get_user_model().objects.filter(is_staff=False)  # signups, not the admin login
     job = current_job()  # None when called in-process (e.g. MODE "immediate")
     today = timezone.now().date()
     per_day = []
