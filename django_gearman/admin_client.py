@@ -12,6 +12,7 @@ from .protocol import (
     FunctionStatus,
     JobInfo,
     PriorityStatus,
+    QueuedJob,
     RemoteProtocolError,
     Role,
     TextLine,
@@ -65,6 +66,11 @@ class GearmanAdminClient:
 
     def show_unique_jobs(self) -> list[str]:
         return fmt.parse_unique_jobs(self.command("show unique jobs"))
+
+    def show_queue(self, limit: int = 1000) -> list[QueuedJob]:
+        """Jobs with function, priority, state and times: our server's ``show queue`` (gearmand
+        answers ``ERR``, raised as ``AdminError``)."""
+        return fmt.parse_queue(self.command("show queue", str(int(limit))))
 
     def cancel_job(self, handle: str) -> None:
         """Cancel a queued job (``ERR UNKNOWN_JOB`` raises ``AdminError``)."""

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from . import conf
 from .admin_client import GearmanAdminClient
-from .protocol.admin import AdminError, JobInfo, WorkerInfo
-
-if TYPE_CHECKING:
-    from .protocol.admin import QueuedJob
+from .protocol.admin import AdminError, JobInfo, QueuedJob, WorkerInfo
 
 __all__ = ["FunctionRow", "ServerSnapshot", "configured_servers", "snapshot", "snapshot_all"]
 

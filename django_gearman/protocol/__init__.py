@@ -12,6 +12,7 @@ from .admin import (
     FunctionStatus,
     JobInfo,
     PriorityStatus,
+    QueuedJob,
     WorkerInfo,
 )
 from .buffer import Frame, PacketBuffer, TextLine
@@ -51,6 +52,7 @@ __all__ = [
     "PacketType",
     "Priority",
     "PriorityStatus",
+    "QueuedJob",
     "ProtocolError",
     "RemoteProtocolError",
     "Role",

@@ -20,17 +20,21 @@ __all__ = [
     "FunctionStatus",
     "JobInfo",
     "PriorityStatus",
+    "QueuedJob",
     "WorkerInfo",
     "command_line",
     "format_error",
     "format_jobs",
     "format_priority_status",
+    "format_queue",
+    "is_list_command",
     "format_status",
     "format_unique_jobs",
     "format_workers",
     "parse_jobs",
     "parse_ok",
     "parse_priority_status",
+    "parse_queue",
     "parse_status",
     "parse_unique_jobs",
     "parse_value",
@@ -107,6 +111,26 @@ class JobInfo:
     job_queued: bool
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A ``show queue`` row (our server's extension; gearmand has no such command).
+
+    ``priority`` is ``"high"``, ``"normal"`` or ``"low"``; ``state`` is ``"running"``,
+    ``"queued"`` or ``"scheduled"`` (an epoch job before its time); ``enqueued`` and ``run_at``
+    are Unix seconds, 0 meaning unknown and "as soon as possible".
+    """
+
+    handle: str
+    function: str
+    unique: str
+    priority: str
+    state: str
+    background: bool
+    durable: bool
+    enqueued: int
+    run_at: int
+
+
 def command_line(command: str, *args: str) -> bytes:
     """The wire bytes of an admin command; arguments may not hold whitespace or newlines."""
     for arg in args:
@@ -119,6 +143,12 @@ def command_line(command: str, *args: str) -> bytes:
     return _raw(" ".join((command, *args))) + b"\r\n"
 
 
+def is_list_command(command: str) -> bool:
+    """Does this command's reply end at a ``.`` line? (``show queue`` may carry a row count.)"""
+    words = command.strip().lower().split()
+    return " ".join(words) in LIST_COMMANDS or words[:2] == ["show", "queue"]
+
+
 class AdminReply:
     """Collects the text lines of one admin reply (sans-I/O framing).
 
@@ -129,7 +159,7 @@ class AdminReply:
     __slots__ = ("is_list", "lines")
 
     def __init__(self, command: str) -> None:
-        self.is_list = command.strip().lower() in LIST_COMMANDS
+        self.is_list = is_list_command(command)
         self.lines: list[bytes] = []
 
     def add(self, line: bytes) -> bool:
@@ -208,6 +238,17 @@ def parse_unique_jobs(lines: Iterable[bytes]) -> list[str]:
     return [_text(line) for line in lines]
 
 
+def parse_queue(lines: Iterable[bytes]) -> list[QueuedJob]:
+    rows = []
+    for line in lines:
+        handle, function, unique, priority, state, background, durable, enqueued, run_at = _fields(line, 9, "show queue")
+        rows.append(QueuedJob(
+            _unescape(handle), _unescape(function), _unescape(unique), priority, state, background != "0",
+            durable != "0", _int(enqueued, line), _int(run_at, line),
+        ))  # fmt: skip
+    return rows
+
+
 def parse_ok(lines: Sequence[bytes]) -> None:
     """Check an ``OK`` reply (``cancel job``, ``maxqueue``, ``create/drop function``)."""
     if list(lines) != [b"OK"]:
@@ -246,6 +287,47 @@ def format_workers(rows: Iterable[WorkerInfo]) -> bytes:
 
 def format_jobs(rows: Iterable[JobInfo]) -> bytes:
     return b"".join(_raw(f"{r.handle}\t{r.retries}\t{int(r.ignore_job)}\t{int(r.job_queued)}\n") for r in rows) + _END
+
+
+def format_queue(rows: Iterable[QueuedJob]) -> bytes:
+    return (
+        b"".join(
+            _raw(
+                f"{_escape(r.handle)}\t{_escape(r.function)}\t{_escape(r.unique)}\t{r.priority}\t{r.state}\t"
+                f"{int(r.background)}\t{int(r.durable)}\t{r.enqueued}\t{r.run_at}\n"
+            )
+            for r in rows
+        )
+        + _END
+    )
+
+
+# Names and unique keys are bytes without NULs: a tab or line break in one would break the row,
+# so ``show queue`` writes them as backslash escapes.
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _escape(text: str) -> str:
+    if not any(ch in text for ch in "\\\t\n\r"):
+        return text
+    return "".join(_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out = []
+    chars = iter(text)
+    for ch in chars:
+        if ch == "\\":
+            following = next(chars, "")
+            if following not in _UNESCAPES:
+                raise RemoteProtocolError(f"bad escape \\{following} in show queue field {text!r}")
+            out.append(_UNESCAPES[following])
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def format_unique_jobs(uniques: Iterable[str]) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..protocol import admin as fmt
-from .state import Peer, ServerState
+from .state import Job, Peer, ServerState
 
 __all__ = ["VERSION", "admin_reply"]
 
@@ -40,6 +40,8 @@ def admin_reply(state: ServerState, peer: Peer, line: bytes, *, verbose: str = "
             fmt.WorkerInfo(p.fd, p.host, _s(p.client_id), tuple(_s(f.name) for f in reversed(p.abilities)))
             for p in reversed(state.peers)
         )
+    if command == b"show" and args and args[0].lower() == b"queue":
+        return _show_queue(state, args[1:])
     if command == b"show":
         what = b" ".join(args).lower()
         if what == b"jobs":
@@ -67,6 +69,50 @@ def admin_reply(state: ServerState, peer: Peer, line: bytes, *, verbose: str = "
     if command == b"version":
         return f"OK {VERSION}\n".encode()
     return _err("UNKNOWN_COMMAND", "Unknown+server+command" + _s(tokens[0]))
+
+
+#: Rows ``show queue`` gives without a count.
+SHOW_QUEUE_DEFAULT = 1000
+_PRIORITIES = ("high", "normal", "low")
+
+
+def _show_queue(state: ServerState, args: list[bytes]) -> bytes:
+    """``show queue [N]`` (ours, not gearmand's): the first N jobs with function, priority,
+    state and times. Running jobs first, then queued ones in the order workers get them
+    (function by function, high to low), then scheduled ones by run time."""
+    limit = SHOW_QUEUE_DEFAULT
+    if len(args) > 1 or (args and (not args[0].isdigit())):
+        return _err("INVALID_ARGUMENTS", "show+queue+takes+one+optional+row+count")
+    if args:
+        limit = int(args[0])
+    rows: list[fmt.QueuedJob] = []
+
+    def add(job: Job, kind: str) -> bool:
+        rows.append(fmt.QueuedJob(
+            _s(job.handle), _s(job.function.name), _s(job.unique), _PRIORITIES[job.priority], kind, job.background,
+            bool(job.store_id), job.enqueued, job.when,
+        ))  # fmt: skip
+        return len(rows) >= limit
+
+    if limit:
+        done = False
+        for job in state.jobs.values():
+            if job.worker is not None and (done := add(job, "running")):
+                break
+        for function in sorted(state.functions.values(), key=lambda f: f.name) if not done else ():
+            for queue in function.queues:
+                for job in queue:
+                    if not job.ignore and (done := add(job, "queued")):
+                        break
+                if done:
+                    break
+            if done:
+                break
+        if not done:
+            for job in state.scheduled_jobs():
+                if add(job, "scheduled"):
+                    break
+    return fmt.format_queue(rows)
 
 
 def _maxqueue(state: ServerState, args: list[bytes]) -> bytes:

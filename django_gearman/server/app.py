@@ -120,6 +120,7 @@ class GearmanServer:
                 continue
             if created:
                 job.store_id = stored.id
+                job.enqueued = stored.enqueued
                 self.state.enqueue(job)
                 count += 1
             else:

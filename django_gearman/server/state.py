@@ -123,8 +123,8 @@ class Job:
     """A job from SUBMIT to WORK_COMPLETE/FAIL/EXCEPTION."""
 
     __slots__ = (
-        "background", "clients", "data", "denominator", "function", "handle", "ignore", "key",
-        "numerator", "priority", "reducer", "retries", "store_id", "unique", "when", "worker",
+        "background", "clients", "data", "denominator", "enqueued", "function", "handle", "ignore",
+        "key", "numerator", "priority", "reducer", "retries", "store_id", "unique", "when", "worker",
     )  # fmt: skip
 
     def __init__(
@@ -154,6 +154,7 @@ class Job:
         self.store_id = 0
         self.ignore = False
         self.key: tuple[bytes, bytes] | None = None  # (function, unique) for coalescing
+        self.enqueued = 0  # Unix seconds of the submit (kept by the durable store); 0 unknown
 
 
 class ServerState:
@@ -257,6 +258,7 @@ class ServerState:
             return None, False, ERR_QUEUE_FULL
         handle = self._handle_prefix + str(next(self._counter)).encode()
         job = Job(handle, function, unique, data, priority, background, when, reducer)
+        job.enqueued = int(self.clock())
         if key is not None:
             job.key = key
             self.uniques[key] = job
@@ -289,6 +291,10 @@ class ServerState:
             for other in peer.abilities:
                 other.sleepers.pop(peer, None)
             peer.write(NOOP)
+
+    def scheduled_jobs(self) -> list[Job]:
+        """Jobs waiting for their run time (SUBMIT_JOB_EPOCH), soonest first."""
+        return [job for _, _, job in sorted(self._scheduled) if not job.ignore and job.handle in self.jobs]
 
     def _arm_schedule(self) -> None:
         if not self._scheduled:

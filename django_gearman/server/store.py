@@ -47,19 +47,21 @@ logger = logging.getLogger("django_gearman.server.store")
 _Store = TypeVar("_Store", bound="JobStore")
 
 #: ``PRAGMA user_version`` of the database layout below; bump it with a migration.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # One row per job. ``job`` is the job's function, unique key, reducer and data joined by NULs
 # (only the data may contain NULs, as in the protocol): four columns insert in half the time
-# of one column per field, because binding each parameter costs more than SQLite's work.
+# of one column per field, because binding each parameter costs more than SQLite's work. For
+# the same reason SQLite itself stamps ``enqueued`` (Unix seconds) on insert (layout 3).
 _CREATE = """
 CREATE TABLE IF NOT EXISTS gearman_jobs (
     id INTEGER PRIMARY KEY,
     priority INTEGER NOT NULL,
     run_at INTEGER NOT NULL,
-    job BLOB NOT NULL
+    job BLOB NOT NULL,
+    enqueued INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER))
 )"""
-_SELECT = "SELECT id, priority, run_at, job FROM gearman_jobs ORDER BY id"
+_SELECT = "SELECT id, priority, run_at, job, enqueued FROM gearman_jobs ORDER BY id"
 # Rows per INSERT and ids per DELETE: multi-row statements are about a third cheaper than
 # executemany. 224 rows are 896 parameters, under SQLite's old limit of 999.
 _INSERT_ROWS = 224
@@ -78,7 +80,8 @@ class StoredJob(NamedTuple):
     """A background job as the store keeps it.
 
     ``id`` is assigned by the store and increases, so it is also the replay order. ``priority``
-    is 0 (high), 1 (normal) or 2 (low); ``when`` is the Unix time to run at, 0 meaning now.
+    is 0 (high), 1 (normal) or 2 (low); ``when`` is the Unix time to run at, 0 meaning now;
+    ``enqueued`` the Unix time it was stored (0: unknown, for jobs from before layout 3).
     """
 
     id: int
@@ -88,6 +91,7 @@ class StoredJob(NamedTuple):
     data: bytes
     when: int
     reducer: bytes = b""
+    enqueued: int = 0
 
 
 class StoreFuture(asyncio.Future[int]):
@@ -282,9 +286,9 @@ class SqliteStore(JobStore):
 
     def load(self) -> list[StoredJob]:
         jobs = []
-        for job_id, priority, when, job in self._open().execute(_SELECT):
+        for job_id, priority, when, job, enqueued in self._open().execute(_SELECT):
             function, unique, reducer, data = job.split(b"\0", 3)
-            jobs.append(StoredJob(job_id, function, unique, priority, data, when, reducer))
+            jobs.append(StoredJob(job_id, function, unique, priority, data, when, reducer, enqueued))
         return jobs
 
     def add(
@@ -473,7 +477,7 @@ def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
         if version == 0:
             if db.execute("SELECT 1 FROM sqlite_master WHERE name != 'gearman_jobs'").fetchone():
                 raise StoreError(f"{path!r} is another application's database, not a job store")
-        elif version not in (1, SCHEMA_VERSION):
+        elif version not in (1, 2, SCHEMA_VERSION):
             raise StoreError(
                 f"{path!r} has job store layout version {version}; "
                 f"this server reads version {SCHEMA_VERSION}"
@@ -488,6 +492,8 @@ def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version == 1:
             _migrate_from_1(db)
+        elif version == 2:
+            _migrate_from_2(db)
         next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM gearman_jobs").fetchone()[0]
         db.execute("COMMIT")
     except sqlite3.OperationalError as error:
@@ -506,15 +512,28 @@ def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
     return db, next_id
 
 
+def _migrate_from_2(db: sqlite3.Connection) -> None:
+    """Layout 2 to 3 (adds ``enqueued``, 0 = unknown for the jobs already kept), inside the
+    caller's transaction. A column with a computed default cannot be added by ALTER TABLE."""
+    db.execute("ALTER TABLE gearman_jobs RENAME TO gearman_jobs_v2")
+    db.execute(_CREATE)
+    count = db.execute(
+        "INSERT INTO gearman_jobs (id, priority, run_at, job, enqueued) SELECT id, priority, run_at, job, 0 FROM gearman_jobs_v2"
+    ).rowcount
+    db.execute("DROP TABLE gearman_jobs_v2")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    logger.info("job store: moved %d job(s) to layout version %d", count, SCHEMA_VERSION)
+
+
 def _migrate_from_1(db: sqlite3.Connection) -> None:
-    """Layout 1 (one column per field) to 2, inside the caller's transaction."""
+    """Layout 1 (one column per field) to the current one, inside the caller's transaction."""
     rows = db.execute(
         "SELECT id, priority, run_at, function, unique_key, reducer, data FROM gearman_jobs"
     ).fetchall()
     db.execute("DROP TABLE gearman_jobs")
     db.execute(_CREATE)
     db.executemany(
-        "INSERT INTO gearman_jobs VALUES (?, ?, ?, ?)",
+        "INSERT INTO gearman_jobs (id, priority, run_at, job, enqueued) VALUES (?, ?, ?, ?, 0)",
         [(row[0], row[1], row[2], b"\0".join(row[3:])) for row in rows],
     )
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from django_gearman.protocol import AdminError, AdminReply, LocalProtocolError, PacketBuffer, RemoteProtocolError
 from django_gearman.protocol import admin
@@ -98,3 +100,36 @@ def test_command_line() -> None:
     assert admin.command_line("maxqueue", "fn", "1", "2", "3") == b"maxqueue fn 1 2 3\r\n"
     with pytest.raises(LocalProtocolError):
         admin.command_line("cancel job", "two words")
+
+
+_names = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20)
+
+
+@given(
+    handle=_names.filter(bool),
+    function=_names,
+    unique=_names,
+    priority=st.sampled_from(["high", "normal", "low"]),
+    state=st.sampled_from(["running", "queued", "scheduled"]),
+    flags=st.tuples(st.booleans(), st.booleans()),
+    times=st.tuples(st.integers(0, 2**40), st.integers(0, 2**40)),
+)
+def test_show_queue_rows_round_trip_with_tabs_and_newlines_escaped(
+    handle: str, function: str, unique: str, priority: str, state: str, flags: tuple[bool, bool], times: tuple[int, int]
+) -> None:
+    row = admin.QueuedJob(handle, function, unique, priority, state, *flags, *times)
+    wire = admin.format_queue([row, row])
+    lines = wire.split(b"\n")
+    assert lines[-2:] == [b".", b""] and len(lines) == 4  # one line per row: nothing unescaped
+    reply = admin.AdminReply("show queue 10")
+    assert [reply.add(line) for line in lines[:3]] == [False, False, True]
+    assert admin.parse_queue(reply.lines) == [row, row]
+
+
+def test_show_queue_rejects_bad_rows() -> None:
+    with pytest.raises(RemoteProtocolError, match="9 tab-separated"):
+        admin.parse_queue([b"H:1\tfn"])
+    with pytest.raises(RemoteProtocolError, match="bad escape"):
+        admin.parse_queue([b"H:1\tf\\x\tu\thigh\tqueued\t1\t1\t0\t0"])
+    assert admin.is_list_command("SHOW  QUEUE") and admin.is_list_command("show queue 5")
+    assert not admin.is_list_command("show queued") and not admin.is_list_command("version")

@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import sqlite3
+import time
 import subprocess
 import sys
 import textwrap
@@ -70,9 +71,12 @@ def test_an_added_job_is_loaded_by_the_next_store_with_every_field(db: str) -> N
             assert await future == job_id
         return job_id
 
+    before = int(time.time())
     job_id = run(main)
     with SqliteStore(db) as store:
-        assert store.load() == [job._replace(id=job_id)]
+        [loaded] = store.load()
+    assert before <= loaded.enqueued <= time.time() + 1  # stamped by SQLite on insert
+    assert loaded == job._replace(id=job_id, enqueued=loaded.enqueued)
 
 
 def test_reducer_defaults_to_empty(db: str) -> None:
@@ -369,6 +373,39 @@ def test_a_layout_1_file_is_moved_to_the_current_layout_keeping_every_job(db: st
         connection.close()
 
 
+def test_a_layout_2_file_gets_enqueue_times_keeping_every_job(db: str) -> None:
+    connection = sqlite3.connect(db)
+    connection.execute(
+        "CREATE TABLE gearman_jobs (id INTEGER PRIMARY KEY, priority INTEGER NOT NULL, "
+        "run_at INTEGER NOT NULL, job BLOB NOT NULL)"
+    )
+    connection.executemany(
+        "INSERT INTO gearman_jobs VALUES (?, ?, ?, ?)",
+        [(4, 0, 0, b"fn\0u1\0\0a\0b"), (9, 2, 1_893_456_000, b"other\0\0sum\0")],
+    )
+    connection.execute("PRAGMA user_version=2")
+    connection.commit()
+    connection.close()
+    with SqliteStore(db) as store:
+        assert store.load() == [  # enqueued 0: not known for jobs kept before layout 3
+            StoredJob(4, b"fn", b"u1", 0, b"a\0b", 0, b"", 0),
+            StoredJob(9, b"other", b"", 2, b"", 1_893_456_000, b"sum", 0),
+        ]
+
+        async def add_one() -> int:
+            return await add(store, 1)
+
+        assert asyncio.run(add_one()) == 10
+    with SqliteStore(db) as store:
+        jobs = store.load()
+    assert [j.id for j in jobs] == [4, 9, 10] and jobs[2].enqueued >= int(time.time()) - 5
+    connection = sqlite3.connect(db)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+    finally:
+        connection.close()
+
+
 def test_a_newer_layout_is_refused(db: str) -> None:
     SqliteStore(db).close()
     connection = sqlite3.connect(db)
@@ -420,7 +457,8 @@ def test_jobs_acknowledged_before_a_kill_9_are_all_loaded(db: str) -> None:
         jobs = store.load()
     assert len(jobs) == 10_000
     assert [job.id for job in jobs] == list(range(1, 10_001))
-    assert jobs[1234] == StoredJob(1235, b"fn", b"u1234", 1234 % 3, b"payload 1234", 1234)
+    assert jobs[1234] == StoredJob(1235, b"fn", b"u1234", 1234 % 3, b"payload 1234", 1234, enqueued=jobs[1234].enqueued)
+    assert jobs[1234].enqueued > 1_700_000_000
 
 
 def test_the_memory_store_keeps_nothing_but_hands_out_ids() -> None:
