@@ -6,6 +6,7 @@ import asyncio
 import logging
 import resource
 import socket
+import time
 from typing import Any
 
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
@@ -79,6 +80,7 @@ class GearmanServer:
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed: asyncio.Event | None = None
+        self._ticker: asyncio.TimerHandle | None = None
         self.state: ServerState = None  # type: ignore[assignment]  # built in start()
 
     @property
@@ -101,6 +103,7 @@ class GearmanServer:
             worker_wakeup=self.worker_wakeup,
             handle_prefix=b"H:" + socket.gethostname().encode(),
         )
+        self._tick()
         replayed = self._replay()
         if self.store.durable:
             self.store.on_commit(loop, self._committed)
@@ -159,6 +162,14 @@ class GearmanServer:
         if self.dirty:
             self.schedule_flush()
 
+    def _tick(self) -> None:
+        """Keep ``state.stamp`` at the current second (the jobs' enqueue time)."""
+        now = time.time()
+        if self.state is not None:
+            self.state.stamp = int(now)
+        assert self._loop is not None
+        self._ticker = self._loop.call_later(1.0 - now % 1.0 + 0.001, self._tick)
+
     def _call_later(self, delay: float, callback: Any) -> asyncio.TimerHandle:
         assert self._loop is not None
         return self._loop.call_later(delay, callback)
@@ -188,6 +199,8 @@ class GearmanServer:
     async def close(self, *, graceful: bool = False) -> None:
         """Stop accepting; with ``graceful``, wait until no job is running (gearmand's SIGUSR1);
         then persist what is pending and close every connection."""
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._server is not None:
             self._server.close()
         if graceful:

@@ -175,6 +175,9 @@ class ServerState:
         self.job_retries = job_retries
         self.worker_wakeup = worker_wakeup
         self.clock = clock
+        #: The current Unix second, for ``Job.enqueued``: the server ticks it (one shared int
+        #: object, rather than a clock call and a new int per job).
+        self.stamp = int(clock())
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[bytes, Job] = {}
         self.uniques: dict[tuple[bytes, bytes], Job] = {}
@@ -258,7 +261,7 @@ class ServerState:
             return None, False, ERR_QUEUE_FULL
         handle = self._handle_prefix + str(next(self._counter)).encode()
         job = Job(handle, function, unique, data, priority, background, when, reducer)
-        job.enqueued = int(self.clock())
+        job.enqueued = self.stamp
         if key is not None:
             job.key = key
             self.uniques[key] = job
