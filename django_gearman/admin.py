@@ -67,7 +67,8 @@ class LivePageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     fragment_template = ""
     #: Seconds between refreshes of the tables (0: never).
     refresh_seconds = 5
-    #: Also ask servers for their job list (``show queue``).
+    #: Ask servers for their jobs (``show jobs``, ``show unique jobs``; ``show queue``).
+    with_jobs = False
     with_queue = False
     #: How long to wait for each server.
     server_timeout = 2.0
@@ -88,7 +89,9 @@ class LivePageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        snapshots = monitor.snapshot_all(timeout=self.server_timeout, with_queue=self.with_queue)
+        snapshots = monitor.snapshot_all(
+            timeout=self.server_timeout, with_queue=self.with_queue, with_jobs=self.with_jobs
+        )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -207,13 +210,14 @@ class JobAdmin(LivePageAdmin):
     function, priority, state and times (``show queue``)."""
 
     fragment_template = "admin/django_gearman/jobs.html"
-    with_queue = True
+    with_jobs = with_queue = True
 
     def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
+        limit = monitor.QUEUE_LIMIT
         rows = [
             {"job": job, "enqueued": _when(job.enqueued), "run_at": _when(job.run_at)} for job in snapshot.queue or ()
         ]
-        return {"snapshot": snapshot, "queue": rows, "limit": monitor.QUEUE_LIMIT}
+        return {"snapshot": snapshot, "queue": rows, "limit": limit, "jobs": snapshot.jobs[:limit]}
 
 
 def _when(seconds: int) -> datetime | None:

@@ -81,12 +81,15 @@ def snapshot(
     aliases: tuple[str, ...] = (),
     timeout: float = 2.0,
     with_queue: bool = False,
+    with_jobs: bool = True,
     queue_limit: int = QUEUE_LIMIT,
 ) -> ServerSnapshot:
     """Ask one server everything the pages show; a failure is reported in the snapshot.
 
-    ``with_queue`` also asks for the job list with functions, priorities and times, which only
-    our server gives (gearmand answers it with an error, kept in ``queue_error``).
+    ``with_jobs`` asks for ``show jobs`` and ``show unique jobs`` (one line per job: left out by
+    pages that only count). ``with_queue`` also asks for the job list with functions,
+    priorities and times, which only our server gives (gearmand answers it with an error, kept
+    in ``queue_error``).
     """
     queue: tuple[QueuedJob, ...] | None = None
     queue_error = ""
@@ -97,8 +100,8 @@ def snapshot(
             totals = {row.function: row for row in admin.status()}
             priorities = {row.function: row for row in admin.priority_status()}
             workers = tuple(w for w in admin.workers() if w.functions)  # leave out clients
-            jobs = tuple(admin.show_jobs())
-            uniques = tuple(admin.show_unique_jobs())
+            jobs = tuple(admin.show_jobs()) if with_jobs else ()
+            uniques = tuple(admin.show_unique_jobs()) if with_jobs else ()
             if with_queue:
                 try:
                     queue = tuple(admin.show_queue(queue_limit))
@@ -131,7 +134,7 @@ def configured_servers() -> dict[str, tuple[str, ...]]:
     return {address: tuple(names) for address, names in by_address.items()}
 
 
-def snapshot_all(*, timeout: float = 2.0, with_queue: bool = False) -> list[ServerSnapshot]:
+def snapshot_all(*, timeout: float = 2.0, with_queue: bool = False, with_jobs: bool = True) -> list[ServerSnapshot]:
     """A snapshot of every configured server (see :func:`snapshot`).
 
     Servers are asked in parallel, so a page waits at most about ``timeout`` however many of
@@ -139,10 +142,12 @@ def snapshot_all(*, timeout: float = 2.0, with_queue: bool = False) -> list[Serv
     """
     servers = configured_servers()
     if len(servers) <= 1:
-        return [snapshot(a, aliases=n, timeout=timeout, with_queue=with_queue) for a, n in servers.items()]
+        return [
+            snapshot(a, aliases=n, timeout=timeout, with_queue=with_queue, with_jobs=with_jobs) for a, n in servers.items()
+        ]
     with ThreadPoolExecutor(max_workers=min(len(servers), 16), thread_name_prefix="gearman-monitor") as pool:
         futures = [
-            pool.submit(snapshot, address, aliases=aliases, timeout=timeout, with_queue=with_queue)
+            pool.submit(snapshot, address, aliases=aliases, timeout=timeout, with_queue=with_queue, with_jobs=with_jobs)
             for address, aliases in servers.items()
         ]
         return [future.result() for future in futures]

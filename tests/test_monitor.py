@@ -59,3 +59,11 @@ def test_admin_commands_name_functions_and_jobs_intact(gearman_server) -> None:
     with GearmanAdminClient(gearman_server.address) as admin:
         admin.cancel_job(handle)
         assert [(j.ignore_job, j.job_queued) for j in admin.show_jobs() if j.handle == handle] == [(True, False)]
+
+
+def test_counting_pages_leave_the_job_lists_out(gearman_server) -> None:
+    with GearmanClient([gearman_server.address]) as client:
+        client.submit_background("mon_count", b"1", unique="c1")
+    full, counts = snapshot(gearman_server.address), snapshot(gearman_server.address, with_jobs=False)
+    assert len(full.jobs) == 1 and full.unique_keys == ("c1",)
+    assert counts.jobs == () and counts.unique_keys == () and counts.functions == full.functions
