@@ -86,10 +86,10 @@ def snapshot(
 ) -> ServerSnapshot:
     """Ask one server everything the pages show; a failure is reported in the snapshot.
 
-    ``with_jobs`` asks for ``show jobs`` and ``show unique jobs`` (one line per job: left out by
-    pages that only count). ``with_queue`` also asks for the job list with functions,
-    priorities and times, which only our server gives (gearmand answers it with an error, kept
-    in ``queue_error``).
+    ``with_queue`` asks for the job list with functions, priorities and times, which only our
+    server gives (gearmand answers it with an error, kept in ``queue_error``). ``with_jobs``
+    asks for ``show jobs`` and ``show unique jobs`` (one line per job, so left out by pages
+    that only count), unless ``show queue`` answered.
     """
     queue: tuple[QueuedJob, ...] | None = None
     queue_error = ""
@@ -100,13 +100,15 @@ def snapshot(
             totals = {row.function: row for row in admin.status()}
             priorities = {row.function: row for row in admin.priority_status()}
             workers = tuple(w for w in admin.workers() if w.functions)  # leave out clients
-            jobs = tuple(admin.show_jobs()) if with_jobs else ()
-            uniques = tuple(admin.show_unique_jobs()) if with_jobs else ()
             if with_queue:
                 try:
                     queue = tuple(admin.show_queue(queue_limit))
                 except AdminError as error:  # gearmand: no such command
                     queue_error = f"this server does not list queued jobs ({error})"
+            # One line per job: only when asked, and not when ``show queue`` gave them already.
+            fetch_jobs = with_jobs and queue is None
+            jobs = tuple(admin.show_jobs()) if fetch_jobs else ()
+            uniques = tuple(admin.show_unique_jobs()) if fetch_jobs else ()
     except Exception as error:  # noqa: BLE001 - any failure is shown, not raised
         return ServerSnapshot(address, aliases, up=False, error=f"{type(error).__name__}: {error}")
     rows = []
