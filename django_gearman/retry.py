@@ -46,12 +46,16 @@ def retry_result(record: TaskResultRecord) -> str:
     else:
         client, function, priority = _tasks_backend_target(record, meta)
     data = encode_call(record.args, record.kwargs, meta)
-    # The row's id as unique key: a second click while the job waits joins it, not doubles it.
-    handle = str(client.submit_background(function, data, priority=priority, unique=record.id))
-    TaskResultRecord.objects.filter(pk=record.pk).update(
-        status=TaskResultRecord.Status.READY, finished_at=None, return_value=None, job_handle=handle,
-        enqueued_at=timezone.now(),
-    )  # fmt: skip
+    row = TaskResultRecord.objects.filter(pk=record.pk)
+    # READY before the job exists: a fast worker's outcome must not be overwritten by it.
+    row.update(status=TaskResultRecord.Status.READY, finished_at=None, return_value=None, enqueued_at=timezone.now())
+    try:
+        # The row's id as unique key: a second click while the job waits joins it, not doubles it.
+        handle = str(client.submit_background(function, data, priority=priority, unique=record.id))
+    except BaseException:
+        row.update(status=record.status, finished_at=record.finished_at, enqueued_at=record.enqueued_at)
+        raise
+    row.update(job_handle=handle)
     logger.info("retrying %s %s as job %s", record.task_path, record.id, handle)
     return handle
 
