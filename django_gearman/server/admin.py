@@ -1,11 +1,14 @@
-"""The text admin protocol on the server side: gearmand 1.1.20's commands and exact replies."""
+"""The text admin protocol on the server side: gearmand 1.1.20's commands and exact replies,
+and our ``show queue``."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from itertools import islice
 
 from ..protocol import admin as fmt
-from .state import Job, Peer, ServerState
+from .state import Function, Job, Peer, ServerState
 
 __all__ = ["VERSION", "admin_reply"]
 
@@ -77,42 +80,43 @@ _PRIORITIES = ("high", "normal", "low")
 
 
 def _show_queue(state: ServerState, args: list[bytes]) -> bytes:
-    """``show queue [N]`` (ours, not gearmand's): the first N jobs with function, priority,
-    state and times. Running jobs first, then queued ones in the order workers get them
-    (function by function, high to low), then scheduled ones by run time."""
-    limit = SHOW_QUEUE_DEFAULT
-    if len(args) > 1 or (args and (not args[0].isdigit())):
+    """``show queue [N]`` (ours, not gearmand's): the first N jobs of :func:`_listed` with
+    function, priority, state and times."""
+    if len(args) > 1 or (args and not args[0].isdigit()):
         return _err("INVALID_ARGUMENTS", "show+queue+takes+one+optional+row+count")
-    if args:
-        limit = int(args[0])
-    rows: list[fmt.QueuedJob] = []
+    limit = int(args[0]) if args else SHOW_QUEUE_DEFAULT
+    return fmt.format_queue(
+        fmt.QueuedJob(
+            _s(job.handle), _s(job.function.name), _s(job.unique), _PRIORITIES[job.priority], kind,
+            job.background, bool(job.store_id), job.enqueued, job.when,
+        )  # fmt: skip
+        for kind, job in islice(_listed(state), limit)
+    )
 
-    def add(job: Job, kind: str) -> bool:
-        rows.append(fmt.QueuedJob(
-            _s(job.handle), _s(job.function.name), _s(job.unique), _PRIORITIES[job.priority], kind, job.background,
-            bool(job.store_id), job.enqueued, job.when,
-        ))  # fmt: skip
-        return len(rows) >= limit
 
-    if limit:
-        done = False
-        for job in state.jobs.values():
-            if job.worker is not None and (done := add(job, "running")):
-                break
-        for function in sorted(state.functions.values(), key=lambda f: f.name) if not done else ():
-            for queue in function.queues:
-                for job in queue:
-                    if not job.ignore and (done := add(job, "queued")):
-                        break
-                if done:
-                    break
-            if done:
-                break
-        if not done:
-            for job in state.scheduled_jobs():
-                if add(job, "scheduled"):
-                    break
-    return fmt.format_queue(rows)
+def _listed(state: ServerState) -> Iterator[tuple[str, Job]]:
+    """Every job but cancelled ones, lazily: running jobs in submit order, then queued jobs in
+    the order workers get them (function by function by name, high to low priority), then
+    scheduled jobs by run time. Running jobs are found through the workers, not all jobs."""
+    running = [job for peer in state.peers for job in peer.jobs if not job.ignore]
+    running.sort(key=_submit_order)
+    for job in running:
+        yield "running", job
+    for function in sorted(state.functions.values(), key=_name):
+        for queue in function.queues:
+            for job in queue:
+                if not job.ignore:
+                    yield "queued", job
+    for job in state.scheduled_jobs():
+        yield "scheduled", job
+
+
+def _submit_order(job: Job) -> tuple[int, bytes]:
+    return len(job.handle), job.handle  # handles are one prefix and a rising counter
+
+
+def _name(function: Function) -> bytes:
+    return function.name
 
 
 def _maxqueue(state: ServerState, args: list[bytes]) -> bytes:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import resource
 import socket
-import time
 from typing import Any
 
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
@@ -164,9 +163,7 @@ class GearmanServer:
 
     def _tick(self) -> None:
         """Keep ``state.stamp`` at the current second (the jobs' enqueue time)."""
-        now = time.time()
-        if self.state is not None:
-            self.state.stamp = int(now)
+        now = self.state.tick()
         assert self._loop is not None
         self._ticker = self._loop.call_later(1.0 - now % 1.0 + 0.001, self._tick)
 

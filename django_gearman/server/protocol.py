@@ -195,7 +195,9 @@ class ServerProtocol(asyncio.Protocol):
                 state.enqueue(job)
             return
         server = self.server
-        job.store_id = server.store.add_nowait(name, unique, priority, data, when, reducer)
+        job.store_id = server.store.add_nowait(
+            name, unique, priority, data, when, reducer, job.enqueued
+        )
         server.pending.append(job)
         if not self.held:
             server.held.append(self)

@@ -175,8 +175,9 @@ class ServerState:
         self.job_retries = job_retries
         self.worker_wakeup = worker_wakeup
         self.clock = clock
-        #: The current Unix second, for ``Job.enqueued``: the server ticks it (one shared int
-        #: object, rather than a clock call and a new int per job).
+        #: The current Unix second, for ``Job.enqueued``; :meth:`tick` sets it, and the server
+        #: calls that every second (one shared int object, rather than a clock call and a new
+        #: int per job).
         self.stamp = int(clock())
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[bytes, Job] = {}
@@ -189,6 +190,12 @@ class ServerState:
         self._schedule_seq = itertools.count()
         self._schedule_timer: Timer | None = None
         self._schedule_at = 0.0
+
+    def tick(self) -> float:
+        """Set :attr:`stamp` from the clock; return the clock's time."""
+        now = self.clock()
+        self.stamp = int(now)
+        return now
 
     # -- connections ------------------------------------------------------------------------
 
@@ -315,9 +322,11 @@ class ServerState:
         now = self.clock()
         while self._scheduled and self._scheduled[0][0] <= now:
             _, _, job = heapq.heappop(self._scheduled)
-            if job.handle in self.jobs:  # not cancelled meanwhile
-                job.when = 0
-                self.enqueue(job)
+            if job.handle in self.jobs:  # not dropped meanwhile
+                # Queued directly, keeping ``when`` (show queue's run_at, as after a restart).
+                job.function.queues[job.priority].append(job)
+                if job.function.sleepers:
+                    self._wake(job.function)
         self._arm_schedule()
 
     def status(self, peer: Peer, handle: bytes) -> bytes:

@@ -51,20 +51,23 @@ SCHEMA_VERSION = 3
 
 # One row per job. ``job`` is the job's function, unique key, reducer and data joined by NULs
 # (only the data may contain NULs, as in the protocol): four columns insert in half the time
-# of one column per field, because binding each parameter costs more than SQLite's work. For
-# the same reason SQLite itself stamps ``enqueued`` (Unix seconds) on insert (layout 3).
+# of one column per field, because binding each parameter costs more than SQLite's work.
+# ``enqueued`` (layout 3) is the server's enqueue time in Unix seconds, bound like the rest: that
+# inserts faster than a computed default, and the restored job shows the time it showed before.
+# (Files made by the first layout-3 code have such a default; every insert names the column,
+# so it is never used.)
 _CREATE = """
 CREATE TABLE IF NOT EXISTS gearman_jobs (
     id INTEGER PRIMARY KEY,
     priority INTEGER NOT NULL,
     run_at INTEGER NOT NULL,
     job BLOB NOT NULL,
-    enqueued INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER))
+    enqueued INTEGER NOT NULL DEFAULT 0
 )"""
 _SELECT = "SELECT id, priority, run_at, job, enqueued FROM gearman_jobs ORDER BY id"
 # Rows per INSERT and ids per DELETE: multi-row statements are about a third cheaper than
-# executemany. 224 rows are 896 parameters, under SQLite's old limit of 999.
-_INSERT_ROWS = 224
+# executemany. 199 rows are 995 parameters, under SQLite's old limit of 999.
+_INSERT_ROWS = 199
 _DELETE_IDS = 512
 
 
@@ -81,7 +84,7 @@ class StoredJob(NamedTuple):
 
     ``id`` is assigned by the store and increases, so it is also the replay order. ``priority``
     is 0 (high), 1 (normal) or 2 (low); ``when`` is the Unix time to run at, 0 meaning now;
-    ``enqueued`` the Unix time it was stored (0: unknown, for jobs from before layout 3).
+    ``enqueued`` the Unix time it was submitted (0: unknown, for jobs from before layout 3).
     """
 
     id: int
@@ -122,9 +125,11 @@ class JobStore(abc.ABC):
         data: bytes,
         when: int,
         reducer: bytes = b"",
+        enqueued: int = 0,
     ) -> StoreFuture:
         """Keep a job. The returned future carries the new ``job_id`` at once and resolves to it
         once the job is durable; if it cannot be kept, the future holds the exception.
+        ``enqueued`` is the submit's Unix time (0: unknown), given back by :meth:`load`.
 
         As in the protocol, only ``data`` may contain NUL bytes (the server never passes a
         function, unique key or reducer with one: the packet could not have carried it)."""
@@ -138,6 +143,7 @@ class JobStore(abc.ABC):
         data: bytes,
         when: int,
         reducer: bytes = b"",
+        enqueued: int = 0,
     ) -> int:
         """Keep a job and return its id at once, making no future: the server's path, which
         learns what is durable in batches through :meth:`on_commit`."""
@@ -194,6 +200,7 @@ class MemoryStore(JobStore):
         data: bytes,
         when: int,
         reducer: bytes = b"",
+        enqueued: int = 0,
     ) -> int:
         """Return a new id at once (nothing is kept, so nothing is waited for)."""
         job_id = self._next_id
@@ -208,9 +215,10 @@ class MemoryStore(JobStore):
         data: bytes,
         when: int,
         reducer: bytes = b"",
+        enqueued: int = 0,
     ) -> StoreFuture:
         """Like :meth:`add_nowait`, but as an already resolved future (needs a running loop)."""
-        job_id = self.add_nowait(function, unique, priority, data, when, reducer)
+        job_id = self.add_nowait(function, unique, priority, data, when, reducer, enqueued)
         future = StoreFuture(loop=asyncio.get_running_loop())
         future.job_id = job_id
         future.set_result(job_id)
@@ -274,7 +282,8 @@ class SqliteStore(JobStore):
         self.commits = 0
         self._db: sqlite3.Connection | None
         self._db, self._next_id = _connect(self.path, self.synchronous)
-        self._rows: list[tuple[int, int, int, bytes]] = []  # (id, priority, run_at, job)
+        # (id, priority, run_at, job, enqueued)
+        self._rows: list[tuple[int, int, int, bytes, int]] = []
         self._futures: list[StoreFuture] = []  # of add(); add_nowait() makes none
         self._deletes: list[int] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None  # loop a commit is due on
@@ -299,10 +308,13 @@ class SqliteStore(JobStore):
         data: bytes,
         when: int,
         reducer: bytes = b"",
+        enqueued: int = 0,
     ) -> StoreFuture:
         loop = asyncio.get_running_loop()
         future = StoreFuture(loop=loop)
-        future.job_id = self._queue(function, unique, priority, data, when, reducer, loop)
+        future.job_id = self._queue(
+            function, unique, priority, data, when, reducer, enqueued, loop
+        )
         self._futures.append(future)
         return future
 
@@ -314,8 +326,11 @@ class SqliteStore(JobStore):
         data: bytes,
         when: int,
         reducer: bytes = b"",
+        enqueued: int = 0,
     ) -> int:
-        return self._queue(function, unique, priority, data, when, reducer, self._listener_loop)
+        return self._queue(
+            function, unique, priority, data, when, reducer, enqueued, self._listener_loop
+        )
 
     def on_commit(
         self, loop: asyncio.AbstractEventLoop, callback: Callable[[int, BaseException | None], None]
@@ -331,13 +346,15 @@ class SqliteStore(JobStore):
         data: bytes,
         when: int,
         reducer: bytes,
+        enqueued: int,
         loop: asyncio.AbstractEventLoop | None,
     ) -> int:
         if self._db is None:
             raise StoreClosed("the job store is closed")
         job_id = self._next_id
         self._next_id = job_id + 1
-        self._rows.append((job_id, priority, when, b"\0".join((function, unique, reducer, data))))
+        job = b"\0".join((function, unique, reducer, data))
+        self._rows.append((job_id, priority, when, job, enqueued))
         if self._scheduled is not loop or loop is None:
             self._schedule(loop)
         return job_id
@@ -513,16 +530,11 @@ def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
 
 
 def _migrate_from_2(db: sqlite3.Connection) -> None:
-    """Layout 2 to 3 (adds ``enqueued``, 0 = unknown for the jobs already kept), inside the
-    caller's transaction. A column with a computed default cannot be added by ALTER TABLE."""
-    db.execute("ALTER TABLE gearman_jobs RENAME TO gearman_jobs_v2")
-    db.execute(_CREATE)
-    count = db.execute(
-        "INSERT INTO gearman_jobs (id, priority, run_at, job, enqueued) SELECT id, priority, run_at, job, 0 FROM gearman_jobs_v2"
-    ).rowcount
-    db.execute("DROP TABLE gearman_jobs_v2")
+    """Layout 2 to 3, inside the caller's transaction: adds ``enqueued``, 0 (unknown) for the
+    jobs already kept. ALTER TABLE with a constant default rewrites no row."""
+    db.execute("ALTER TABLE gearman_jobs ADD COLUMN enqueued INTEGER NOT NULL DEFAULT 0")
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    logger.info("job store: moved %d job(s) to layout version %d", count, SCHEMA_VERSION)
+    logger.info("job store: moved to layout version %d (enqueue times unknown)", SCHEMA_VERSION)
 
 
 def _migrate_from_1(db: sqlite3.Connection) -> None:
@@ -554,8 +566,8 @@ def _chunks(total: int, most: int) -> list[tuple[int, int]]:
 
 @cache
 def _insert_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO gearman_jobs (id, priority, run_at, job) VALUES {values}"
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO gearman_jobs (id, priority, run_at, job, enqueued) VALUES {values}"
 
 
 @cache

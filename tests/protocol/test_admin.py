@@ -133,3 +133,36 @@ def test_show_queue_rejects_bad_rows() -> None:
         admin.parse_queue([b"H:1\tf\\x\tu\thigh\tqueued\t1\t1\t0\t0"])
     assert admin.is_list_command("SHOW  QUEUE") and admin.is_list_command("show queue 5")
     assert not admin.is_list_command("show queued") and not admin.is_list_command("version")
+
+
+@pytest.mark.parametrize(
+    ("name", "wire"),
+    [
+        ("plain", b"plain"),
+        ("a\tb", b"a\\tb"),
+        ("line\r\nbreak", b"line\\r\\nbreak"),
+        ("back\\slash", b"back\\\\slash"),
+        ("\\t is not a tab", b"\\\\t is not a tab"),
+        ("trailing\\", b"trailing\\\\"),
+        ("caf\udcc3", b"caf\xc3"),  # not UTF-8: surrogateescape, byte for byte
+    ],
+)
+def test_show_queue_escapes_exactly_these_characters(name: str, wire: bytes) -> None:
+    row = admin.QueuedJob(
+        "H:x:1", name, name, "low", "scheduled",
+        background=False, durable=True, enqueued=1_795_000_000, run_at=1_900_000_000,
+    )  # fmt: skip
+    line = b"H:x:1\t" + wire + b"\t" + wire + b"\tlow\tscheduled\t0\t1\t1795000000\t1900000000"
+    assert admin.format_queue([row]) == line + b"\n.\n"
+    assert reply_lines("show queue", line + b"\n.\n") == [line]
+    assert admin.parse_queue([line]) == [row]
+
+
+def test_show_queue_errors_end_the_reply() -> None:
+    with pytest.raises(AdminError) as caught:  # gearmand's answer
+        reply_lines("show queue 1000", b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n")
+    assert caught.value.code == "UNKNOWN_SHOW_ARGUMENTS"
+    with pytest.raises(RemoteProtocolError, match="bad escape"):
+        admin.parse_queue([b"H:1\tends\\\tu\thigh\tqueued\t1\t1\t0\t0"])
+    with pytest.raises(RemoteProtocolError, match="malformed number"):
+        admin.parse_queue([b"H:1\tfn\tu\thigh\tqueued\t1\t1\tsoon\t0"])

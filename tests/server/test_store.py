@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import sqlite3
-import time
 import subprocess
 import sys
 import textwrap
@@ -60,23 +59,19 @@ def db(tmp_path: Path) -> str:
 
 
 def test_an_added_job_is_loaded_by_the_next_store_with_every_field(db: str) -> None:
-    job = StoredJob(0, b"resize image", b"u-\xff", 2, b"\x00\x01\xff" * 1000, 1_893_456_000, b"sum")
+    data = b"\x00\x01\xff" * 1000
+    job = StoredJob(0, b"resize image", b"u-\xff", 2, data, 1_893_456_000, b"sum", 1_795_000_000)
 
     async def main() -> int:
         with SqliteStore(db) as store:
-            future = store.add(
-                job.function, job.unique, job.priority, job.data, job.when, job.reducer
-            )
+            future = store.add(*job[1:])
             job_id = future.job_id
             assert await future == job_id
         return job_id
 
-    before = int(time.time())
     job_id = run(main)
     with SqliteStore(db) as store:
-        [loaded] = store.load()
-    assert before <= loaded.enqueued <= time.time() + 1  # stamped by SQLite on insert
-    assert loaded == job._replace(id=job_id, enqueued=loaded.enqueued)
+        assert store.load() == [job._replace(id=job_id)]  # the enqueue time as the server gave it
 
 
 def test_reducer_defaults_to_empty(db: str) -> None:
@@ -361,14 +356,16 @@ def test_a_layout_1_file_is_moved_to_the_current_layout_keeping_every_job(db: st
     connection.commit()
     connection.close()
     async def add_one(store: SqliteStore) -> int:
-        return await add(store, 9)
+        return await add(store, 9, enqueued=1_795_000_009)
 
     with SqliteStore(db) as store:
-        assert store.load() == jobs
+        assert store.load() == jobs  # enqueued 0: layout 1 did not keep it
         assert asyncio.run(add_one(store)) == 8  # ids go on after the highest kept one
+    with SqliteStore(db) as store:
+        assert [(j.id, j.enqueued) for j in store.load()] == [(3, 0), (7, 0), (8, 1_795_000_009)]
     connection = sqlite3.connect(db)
     try:
-        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
     finally:
         connection.close()
 
@@ -393,17 +390,41 @@ def test_a_layout_2_file_gets_enqueue_times_keeping_every_job(db: str) -> None:
         ]
 
         async def add_one() -> int:
-            return await add(store, 1)
+            return await add(store, 1, enqueued=1_795_000_001)
 
         assert asyncio.run(add_one()) == 10
     with SqliteStore(db) as store:
         jobs = store.load()
-    assert [j.id for j in jobs] == [4, 9, 10] and jobs[2].enqueued >= int(time.time()) - 5
+    assert [(j.id, j.enqueued) for j in jobs] == [(4, 0), (9, 0), (10, 1_795_000_001)]
     connection = sqlite3.connect(db)
     try:
         assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        columns = connection.execute("PRAGMA table_info(gearman_jobs)").fetchall()
+        assert [(c[1], c[2], c[3], c[4]) for c in columns][-1] == ("enqueued", "INTEGER", 1, "0")
     finally:
         connection.close()
+
+
+def test_a_layout_3_file_with_the_computed_default_still_works(db: str) -> None:
+    """The first layout-3 code let SQLite stamp ``enqueued``; inserts now name the column."""
+    connection = sqlite3.connect(db)
+    connection.execute(
+        "CREATE TABLE gearman_jobs (id INTEGER PRIMARY KEY, priority INTEGER NOT NULL, "
+        "run_at INTEGER NOT NULL, job BLOB NOT NULL, "
+        "enqueued INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)))"
+    )
+    connection.execute("INSERT INTO gearman_jobs VALUES (2, 1, 0, ?, 1795000000)", (b"fn\0u\0\0d",))
+    connection.execute("PRAGMA user_version=3")
+    connection.commit()
+    connection.close()
+
+    async def add_one(store: SqliteStore) -> int:
+        return await add(store, 5, enqueued=0)
+
+    with SqliteStore(db) as store:
+        assert asyncio.run(add_one(store)) == 3
+    with SqliteStore(db) as store:
+        assert [(j.id, j.enqueued) for j in store.load()] == [(2, 1_795_000_000), (3, 0)]
 
 
 def test_a_newer_layout_is_refused(db: str) -> None:
@@ -424,7 +445,7 @@ async def main():
     store = SqliteStore(sys.argv[1])
     for start in range(0, 10_000, 1000):
         for n in range(start, start + 1000):
-            last = store.add(b"fn", b"u%d" % n, n % 3, b"payload %d" % n, n)
+            last = store.add(b"fn", b"u%d" % n, n % 3, b"payload %d" % n, n, b"", 1795000000 + n)
         await last  # and so every earlier one
     print("ok", flush=True)
     time.sleep(120)  # killed here, without close()
@@ -457,8 +478,9 @@ def test_jobs_acknowledged_before_a_kill_9_are_all_loaded(db: str) -> None:
         jobs = store.load()
     assert len(jobs) == 10_000
     assert [job.id for job in jobs] == list(range(1, 10_001))
-    assert jobs[1234] == StoredJob(1235, b"fn", b"u1234", 1234 % 3, b"payload 1234", 1234, enqueued=jobs[1234].enqueued)
-    assert jobs[1234].enqueued > 1_700_000_000
+    assert jobs[1234] == StoredJob(
+        1235, b"fn", b"u1234", 1234 % 3, b"payload 1234", 1234, b"", 1_795_000_000 + 1234
+    )
 
 
 def test_the_memory_store_keeps_nothing_but_hands_out_ids() -> None:
