@@ -323,10 +323,7 @@ class ServerState:
         while self._scheduled and self._scheduled[0][0] <= now:
             _, _, job = heapq.heappop(self._scheduled)
             if job.handle in self.jobs:  # not dropped meanwhile
-                # Queued directly, keeping ``when`` (show queue's run_at, as after a restart).
-                job.function.queues[job.priority].append(job)
-                if job.function.sleepers:
-                    self._wake(job.function)
+                self.enqueue(job)  # due now, so queued; ``when`` stays (show queue's run_at)
         self._arm_schedule()
 
     def status(self, peer: Peer, handle: bytes) -> bytes:
