@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.peers import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = "x" * 100
@@ -35,24 +35,12 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process, term_timeout=20)
 
 
 def measure(cfg: dict[str, int], log: Any) -> dict[str, float]:
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}"
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from django.test.utils import override_settings  # noqa: E402
 from bench.tasks_app.tasks import noop  # noqa: E402
 from django_gearman import batch  # noqa: E402
 from django_gearman.admin_client import GearmanAdminClient  # noqa: E402
-from tests.peers import EmbeddedServer, Gearmand  # noqa: E402
+from tests.peers import EmbeddedServer, Gearmand, stop_process  # noqa: E402
 
 PAYLOAD = "x" * 100
 TARGETS = {
@@ -66,13 +65,7 @@ def start_worker(address: str, concurrency: int) -> subprocess.Popen[bytes]:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process, term_timeout=15)
 
 
 def wait_idle(address: str, function: str, timeout: float) -> bool:

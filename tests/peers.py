@@ -128,7 +128,8 @@ def admin_command(
                 return reply
 
 
-def _stop_process(process: subprocess.Popen[Any], *, term_timeout: float = 5.0) -> None:
+def stop_process(process: subprocess.Popen[Any], *, term_timeout: float = 5.0) -> None:
+    """SIGTERM, wait up to ``term_timeout``, then SIGKILL; reaps the process."""
     if process.poll() is None:
         try:
             process.send_signal(signal.SIGTERM)
@@ -267,12 +268,12 @@ class Gearmand:
                 if reply.strip() == expected:
                     return
                 # Something else answers on this port while ours keeps retrying bind().
-                _stop_process(self._process)
+                stop_process(self._process)
                 if not self._fixed_port:
                     raise _PortTaken
                 raise PeerError(f"port {self.port} is taken by another process (it said {reply!r})")
             if time.monotonic() > deadline:
-                _stop_process(self._process)
+                stop_process(self._process)
                 raise PeerError(
                     f"gearmand did not accept connections on {self.address} within "
                     f"{self.start_timeout:.0f} s:\n{self.log_tail()}"
@@ -283,7 +284,7 @@ class Gearmand:
         """SIGTERM, wait, then SIGKILL. Returns the exit status (None if never started)."""
         process = self._process
         if process is not None:
-            _stop_process(process, term_timeout=timeout)
+            stop_process(process, term_timeout=timeout)
         self._cleanup()
         return process.returncode if process is not None else None
 
@@ -450,7 +451,7 @@ class PhpProcess:
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM, wait, then SIGKILL; closes the pipes. Safe to call twice."""
-        _stop_process(self._process, term_timeout=timeout)
+        stop_process(self._process, term_timeout=timeout)
         if self._process.stdout is not None and not self._process.stdout.closed:
             try:
                 self.stdout  # noqa: B018 - keep what is left for error messages
