@@ -44,9 +44,9 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import override_settings, setup_test_environment  # noqa: E402
 
-from django_gearman.admin_client import GearmanAdminClient  # noqa: E402
-from django_gearman.client import GearmanClient  # noqa: E402
-from django_gearman.protocol.constants import Priority  # noqa: E402
+from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: E402
+from django_gearman.gearman import GearmanClient  # noqa: E402
+from django_gearman.gearman.protocol.constants import Priority  # noqa: E402
 from tests.helpers import worker_thread  # noqa: E402
 from tests.peers import EmbeddedServer, Gearmand, gearadmin_path  # noqa: E402
 
@@ -108,7 +108,7 @@ def measure_pages(kind: str, address: str, args: argparse.Namespace, browser: Cl
         for name, url in (
             ("overview page", "/admin/django_gearman/queuestatus/"),
             ("overview fragment", "/admin/django_gearman/queuestatus/?fragment=1"),
-            ("jobs page", "/admin/django_gearman/job/"),
+            ("jobs page", "/admin/django_gearman/joblist/"),
         ):
             assert browser.get(url).status_code == 200
             row[name] = median_ms(lambda url=url: browser.get(url), args.runs)

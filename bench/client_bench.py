@@ -71,14 +71,14 @@ def child_main(args: argparse.Namespace) -> int:
     logging.getLogger("django_gearman").setLevel(logging.ERROR)
     address = f"127.0.0.1:{args.port}"
     if args.role == "echo-worker":
-        from django_gearman.worker import Worker
+        from django_gearman.gearman.worker import Worker
 
         worker = Worker([address])
         worker.register(ECHO, lambda job: job.data)
         worker.work()
         return 0
     if args.role == "drain-ours":
-        from django_gearman.worker import Worker
+        from django_gearman.gearman.worker import Worker
 
         worker = Worker([address])
         worker.register(DRAIN, lambda job: None)
@@ -187,7 +187,7 @@ class Harness:
         )
 
     def admin(self):
-        from django_gearman.admin_client import GearmanAdminClient
+        from django_gearman.gearman.admin_client import GearmanAdminClient
 
         if self._admin is None:
             self._admin = GearmanAdminClient(self.address, timeout=10)
@@ -410,7 +410,7 @@ class Clients:
     def __init__(self, address: str, batch: int, taskset: int) -> None:
         import gearman
 
-        from django_gearman.client import GearmanClient, Task
+        from django_gearman.gearman import GearmanClient, Task
 
         self.gearman = gearman
         self.Task = Task

@@ -42,7 +42,7 @@ from django.test.utils import override_settings  # noqa: E402
 
 from bench.tasks_app.tasks import noop  # noqa: E402
 from django_gearman import batch  # noqa: E402
-from django_gearman.admin_client import GearmanAdminClient  # noqa: E402
+from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: E402
 from tests.peers import EmbeddedServer, Gearmand, stop_process  # noqa: E402
 
 PAYLOAD = "x" * 100

@@ -14,7 +14,7 @@ class GearmanConfig(AppConfig):
     def ready(self) -> None:
         # Register the system checks, and the receiver that re-reads GEARMAN when
         # override_settings changes it.
-        from . import checks, connections  # noqa: F401, PLC0415
+        from . import checks, clients  # noqa: F401, PLC0415
 
         # Import each installed app's tasks.py, so that its @gearman_task functions register
         # themselves and `manage.py gearman_worker` finds them.

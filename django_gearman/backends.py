@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +28,12 @@ from django.utils.crypto import get_random_string
 from django.utils.module_loading import import_string
 
 from . import conf
-from .envelope import encode_call
-from .protocol.constants import Priority
+from .clients import clients
+from .gearman.envelope import decode_call, encode_call, encode_result
+from .gearman.errors import UsageError
+from .gearman.protocol import Priority
+from .gearman.worker import Job
+from .tasks.results import error_record
 
 try:  # Django 6.x
     from django.tasks import TaskResultStatus, task_backends
@@ -47,7 +50,7 @@ except ImportError:  # Django 5.2 with the django-tasks backport
     from django_tasks.signals import task_enqueued, task_finished, task_started  # type: ignore[no-redef]
     from django_tasks.utils import normalize_json  # type: ignore[no-redef]
 
-__all__ = ["FUNCTION_PREFIX", "GearmanBackend", "worker_functions"]
+__all__ = ["FUNCTION_PREFIX", "GearmanBackend", "tasks_priority", "worker_functions"]
 
 logger = logging.getLogger("django_gearman.backends")
 
@@ -71,8 +74,7 @@ class GearmanBackend(BaseTaskBackend):
         return conf.get_settings(self.gearman_alias).function_name(FUNCTION_PREFIX + queue_name)
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
-        from .connections import clients  # noqa: PLC0415
-        from .models import TaskResultRecord  # noqa: PLC0415
+        from .models import TaskResultRecord  # noqa: PLC0415 - models need the app registry
 
         self.validate_task(task)
         args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
@@ -89,7 +91,7 @@ class GearmanBackend(BaseTaskBackend):
         if task.run_after is not None:
             handle = client.submit_background(function, data, unique=result_id, run_at=task.run_after)
         else:
-            handle = client.submit_background(function, data, unique=result_id, priority=_priority(task.priority))
+            handle = client.submit_background(function, data, unique=result_id, priority=tasks_priority(task.priority))
         TaskResultRecord.objects.filter(pk=record.pk).update(job_handle=str(handle))
         result = _to_result(task, record)
         task_enqueued.send(type(self), task_result=result)
@@ -106,9 +108,9 @@ class GearmanBackend(BaseTaskBackend):
         return _to_result(task.using(priority=record.priority, queue_name=record.queue_name, backend=self.alias), record)
 
 
-def worker_functions() -> dict[str, Callable[[Any], bytes]]:
+def worker_functions() -> dict[str, Callable[[Job], bytes]]:
     """Gearman function -> worker callback for every queue of every GearmanBackend in TASKS."""
-    functions: dict[str, Callable[[Any], bytes]] = {}
+    functions: dict[str, Callable[[Job], bytes]] = {}
     for alias in task_backends:
         backend = task_backends[alias]
         if isinstance(backend, GearmanBackend):
@@ -117,18 +119,17 @@ def worker_functions() -> dict[str, Callable[[Any], bytes]]:
     return functions
 
 
-def run_job(job: Any) -> bytes:
+def run_job(job: Job) -> bytes:
     """Run one Django Tasks job on a worker and record its outcome in its result row."""
     from django.db import close_old_connections  # noqa: PLC0415
 
-    from .envelope import decode_call, encode_result  # noqa: PLC0415
-    from .models import TaskResultRecord  # noqa: PLC0415
+    from .models import TaskResultRecord  # noqa: PLC0415 - models need the app registry
 
     call = decode_call(job.data)
     result_id = call.meta.get("result_id")
     task_path = call.meta.get("task")
     if not isinstance(result_id, str) or not isinstance(task_path, str):
-        raise ValueError('a Django Tasks job needs "task" and "result_id" in its envelope meta')
+        raise UsageError('a Django Tasks job needs "task" and "result_id" in its envelope meta')
     close_old_connections()
     try:
         record = TaskResultRecord.objects.filter(pk=result_id).first()
@@ -157,10 +158,7 @@ def run_job(job: Any) -> bytes:
         except Exception as error:
             record.status = TaskResultRecord.Status.FAILED
             record.finished_at = timezone.now()
-            record.errors = [*record.errors, {
-                "exception_class_path": f"{type(error).__module__}.{type(error).__qualname__}",
-                "traceback": "".join(traceback.format_exception(error)),
-            }]  # fmt: skip
+            record.errors = [*record.errors, error_record(error)]
             record.save(update_fields=["status", "finished_at", "errors"])
             task_finished.send(sender=GearmanBackend, task_result=_to_result(task, record))
             raise
@@ -179,13 +177,14 @@ def _import_task(path: str) -> Task:
     try:
         task = import_string(path)
     except ImportError as error:
-        raise ValueError(f"cannot import the task {path!r}: {error}") from None
+        raise UsageError(f"cannot import the task {path!r}: {error}") from None
     if not isinstance(task, Task):
-        raise ValueError(f"{path!r} is not a Task (decorate it with @task)")
+        raise UsageError(f"{path!r} is not a Task (decorate it with @task)")
     return task
 
 
-def _priority(priority: int) -> Priority:
+def tasks_priority(priority: int) -> Priority:
+    """Gearman's priority for a Django Tasks priority (-100..100): high above 0, low below."""
     return Priority.HIGH if priority > 0 else Priority.LOW if priority < 0 else Priority.NORMAL
 
 

@@ -6,7 +6,8 @@
         "default": {
             "SERVERS": ["127.0.0.1:4730"],      # or "gearman://h1:4730,h2:4730"
             "PREFIX": "",                        # namespace: prepended to every function name
-            "MODE": "gearman",                   # or "immediate" / "outbox" (django_gearman.testing)
+            "BACKEND": "gearman",                # the client class: a dotted path, or "gearman",
+                                                 # "outbox", "immediate" (django_gearman.testing)
             "OPTIONS": {"timeout": 30.0},        # GearmanClient keyword arguments
         },
     }
@@ -14,6 +15,10 @@
 Without ``GEARMAN``, the ``default`` alias comes from the ``GEARMAN_URL`` environment variable
 (read with django-environ), else ``127.0.0.1:4730``. :func:`gearman_url` turns such a URL into an
 alias's settings for ``settings.py``: ``GEARMAN = {"default": gearman_url(env("GEARMAN_URL"))}``.
+
+``BACKEND`` picks the client class the way ``EMAIL_BACKEND`` picks a mail backend: the real
+:class:`~django_gearman.gearman.client.GearmanClient` by default, or a test double that records
+(``"outbox"``) or runs in-process (``"immediate"``) the very submissions the real one would send.
 
 Nothing here runs at import time; the settings are read on first use and again after
 ``override_settings(GEARMAN=...)``. :func:`check_settings` lists what is wrong, for the system
@@ -26,11 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .transport import ServerAddress, parse_servers
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .gearman.base import BaseClient
+from .gearman.errors import GearmanError, UsageError
+from .gearman.transport import ServerAddress, parse_servers
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_ALIAS",
-    "MODES",
     "AliasSettings",
     "InvalidGearmanSettings",
     "aliases",
@@ -42,14 +52,20 @@ __all__ = [
 
 DEFAULT_ALIAS = "default"
 DEFAULT_SERVERS = "127.0.0.1:4730"
-MODES = ("gearman", "immediate", "outbox")
-_ALIAS_KEYS = {"SERVERS", "PREFIX", "MODE", "OPTIONS"}
+#: Short names a ``BACKEND`` may use instead of a dotted path.
+BACKENDS = {
+    "gearman": "django_gearman.gearman.GearmanClient",
+    "outbox": "django_gearman.testing.OutboxClient",
+    "immediate": "django_gearman.testing.ImmediateClient",
+}
+DEFAULT_BACKEND = "gearman"
+_ALIAS_KEYS = {"SERVERS", "PREFIX", "BACKEND", "OPTIONS"}
 _CLIENT_OPTIONS = {
     "timeout", "connect_timeout", "client_id", "exceptions", "retry_delay", "max_retry_delay", "max_packet_size",
 }  # fmt: skip
 
 
-class InvalidGearmanSettings(Exception):
+class InvalidGearmanSettings(GearmanError, ImproperlyConfigured):
     """``GEARMAN`` is malformed; the message says what to fix (also a system check error)."""
 
 
@@ -60,12 +76,23 @@ class AliasSettings:
     alias: str
     servers: tuple[ServerAddress, ...]
     prefix: str = ""
-    mode: str = "gearman"
+    backend: str = BACKENDS[DEFAULT_BACKEND]
     options: dict[str, Any] = field(default_factory=dict)
 
     def function_name(self, name: str) -> str:
         """The Gearman function name of task ``name`` under this alias's namespace."""
         return self.prefix + name
+
+    def backend_class(self) -> type[BaseClient]:
+        """The client class ``BACKEND`` names (checked by :func:`check_settings`)."""
+        return _backend_class(self.backend)
+
+    @property
+    def reaches_servers(self) -> bool:
+        """Do this alias's jobs go to job servers (False for the test doubles)?"""
+        from .gearman.client import GearmanClient  # noqa: PLC0415
+
+        return issubclass(self.backend_class(), GearmanClient)
 
 
 _cache: dict[str, AliasSettings] | None = None
@@ -126,7 +153,7 @@ def check_settings() -> list[tuple[str, str, str]]:
         if not isinstance(value, dict):
             problems.append(("E001", f"{where} must be a dict, not {type(value).__name__}.", f"For example: {example}"))
             continue
-        unknown = set(value) - _ALIAS_KEYS
+        unknown = set(value) - _ALIAS_KEYS - {"MODE"}
         if unknown:
             problems.append((
                 "E003", f"{where} has unknown key(s): {', '.join(sorted(map(str, unknown)))}.",
@@ -145,9 +172,20 @@ def check_settings() -> list[tuple[str, str, str]]:
                 "E005", f"{where}['PREFIX'] must be a string without spaces or control characters, not {prefix!r}.",
                 'Use a short name and a separator, e.g. "myproject.".',
             ))  # fmt: skip
-        mode = value.get("MODE", "gearman")
-        if mode not in MODES:
-            problems.append(("E006", f"{where}['MODE'] is {mode!r}.", f"Use one of: {', '.join(MODES)}."))
+        if "MODE" in value:
+            problems.append((
+                "E006", f"{where} has MODE, which BACKEND replaced.",
+                f'Use "BACKEND": {BACKENDS.get(str(value["MODE"]), "gearman")!r} (or a short name: '
+                f"{', '.join(BACKENDS)}).",
+            ))  # fmt: skip
+        backend = value.get("BACKEND", DEFAULT_BACKEND)
+        try:
+            _backend_class(backend)
+        except (ImportError, TypeError, ValueError, UsageError) as error:
+            problems.append((
+                "E006", f"{where}['BACKEND'] is not a client backend: {error}.",
+                f"Use a dotted path to a BaseClient subclass, or one of: {', '.join(BACKENDS)}.",
+            ))  # fmt: skip
         options = value.get("OPTIONS", {})
         if not isinstance(options, dict):
             problems.append(("E007", f"{where}['OPTIONS'] must be a dict, not {type(options).__name__}.", "For example: {\"timeout\": 30}."))
@@ -164,18 +202,19 @@ def check_settings() -> list[tuple[str, str, str]]:
 def gearman_url(url: str) -> dict[str, Any]:
     """An alias's settings from ``gearman://host1:4730,host2:4731/?prefix=app.&timeout=10``.
 
-    Query parameters: ``prefix``, ``mode``, and any GearmanClient option (numbers are converted).
+    Query parameters: ``prefix``, ``backend``, and any GearmanClient option (numbers are
+    converted).
     """
     parts = urlsplit(url if "://" in url else f"gearman://{url}")
     if parts.scheme != "gearman":
-        raise ValueError(f"{url!r}: a Gearman URL starts with gearman://")
+        raise UsageError(f"{url!r}: a Gearman URL starts with gearman://")
     result: dict[str, Any] = {"SERVERS": parts.netloc or DEFAULT_SERVERS}
     options: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "prefix":
             result["PREFIX"] = value
-        elif key == "mode":
-            result["MODE"] = value
+        elif key == "backend":
+            result["BACKEND"] = value
         else:
             options[key] = _number(value)
     if options:
@@ -197,6 +236,15 @@ def _parse(alias: str, value: dict[str, Any]) -> AliasSettings:
         alias=alias,
         servers=tuple(parse_servers(value.get("SERVERS", DEFAULT_SERVERS))),
         prefix=value.get("PREFIX", ""),
-        mode=value.get("MODE", "gearman"),
+        backend=BACKENDS.get(value.get("BACKEND", DEFAULT_BACKEND), value.get("BACKEND", "")),
         options=dict(value.get("OPTIONS", {})),
     )
+
+
+def _backend_class(backend: Any) -> type[BaseClient]:
+    if not isinstance(backend, str) or not backend:
+        raise UsageError(f"{backend!r} is not a name or dotted path")
+    cls = import_string(BACKENDS.get(backend, backend))
+    if not (isinstance(cls, type) and issubclass(cls, BaseClient)):
+        raise UsageError(f"{backend!r} is not a BaseClient subclass")
+    return cls

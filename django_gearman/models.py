@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-__all__ = ["Job", "QueueStatus", "TaskResultRecord", "Worker"]
+__all__ = ["JobList", "QueueStatus", "TaskResultRecord", "WorkerList"]
 
 
 class TaskResultRecord(models.Model):
@@ -71,21 +71,21 @@ class QueueStatus(models.Model):
         verbose_name = verbose_name_plural = "queue status"
 
 
-class Worker(models.Model):
+class WorkerList(models.Model):
     """The workers page: every worker connection of every server."""
 
     class Meta:
         managed = False
         default_permissions = ()
-        permissions = [("view_worker", "Can see the Gearman workers page")]
+        permissions = [("view_workerlist", "Can see the Gearman workers page")]
         verbose_name = "worker"
 
 
-class Job(models.Model):
+class JobList(models.Model):
     """The jobs page: every job a server holds."""
 
     class Meta:
         managed = False
         default_permissions = ()
-        permissions = [("view_job", "Can see the Gearman jobs page")]
+        permissions = [("view_joblist", "Can see the Gearman jobs page")]
         verbose_name = "job"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from django_gearman.admin_client import GearmanAdminClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 
 T = TypeVar("T")
 FUNCTIONS = ("signup.tasks.send_signup_mail", "signup.tasks.build_report")

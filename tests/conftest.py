@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .peers import (
+from tests.peers import (
     EmbeddedServer,
     Gearmand,
     PeerError,

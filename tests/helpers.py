@@ -1,4 +1,5 @@
-"""Test helpers: run our worker in a thread, and wait for conditions without fixed sleeps."""
+"""Test helpers: run our worker in a thread, wait for conditions without fixed sleeps, and a
+job server in memory for conversation tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from django_gearman.worker import Worker
+from django_gearman.gearman.protocol import DEFAULT_MAX_PACKET_SIZE
+from django_gearman.gearman.server.connection import ServerConnection
+from django_gearman.gearman.server.state import ServerState
+from django_gearman.gearman.server.store import MemoryStore
+from django_gearman.gearman.worker import Worker
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
@@ -48,3 +53,71 @@ def worker_thread(
         thread.join(10)
         assert not thread.is_alive(), "worker thread did not stop"
         assert not errors, errors
+
+
+class MemoryServer:
+    """A job server in memory: the real :class:`ServerState` and :class:`ServerConnection`s,
+    no socket and no event loop (h11's ``ConnectionPair`` idea). ``link(conversation)`` attaches
+    a client, worker or admin conversation; ``pump()`` moves bytes both ways until nothing moves
+    and returns each conversation's events. Timers (CAN_DO_TIMEOUT, scheduled jobs) fire when
+    the test calls ``fire_timers()``."""
+
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.verbose = "WARNING"
+        self.max_packet_size = DEFAULT_MAX_PACKET_SIZE
+        self.dirty: list[Any] = []
+        self.pending: list[Any] = []
+        self.held: list[Any] = []
+        self.timers: list[_Timer] = []
+        self.state = ServerState(call_later=self._call_later, store=self.store, handle_prefix=b"H:memory")
+        self.links: list[tuple[Any, Any]] = []
+
+    def schedule_flush(self) -> None:
+        pass  # pump() collects the output
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    def fire_timers(self) -> None:
+        due, self.timers = self.timers, []
+        for timer in due:
+            if not timer.cancelled:
+                timer.callback()
+
+    def link(self, conversation: Any) -> Any:
+        """Connect ``conversation`` to a new server connection; returns the server's end."""
+        server_end = ServerConnection(self)
+        server_end.opened(len(self.links) + 10, "127.0.0.1")
+        self.links.append((conversation, server_end))
+        return server_end
+
+    def pump(self) -> dict[Any, list[Any]]:
+        """Deliver everything queued on every link, both ways, until no byte moves."""
+        events: dict[Any, list[Any]] = {conversation: [] for conversation, _ in self.links}
+        moved = True
+        while moved:
+            moved = False
+            for conversation, server_end in self.links:
+                data = conversation.data_to_send()
+                if data:
+                    server_end.receive_data(data)
+                    moved = True
+                reply = server_end.data_to_send()
+                if reply:
+                    events[conversation] += conversation.receive_data(reply)
+                    moved = True
+            self.dirty.clear()
+        return events
+
+
+class _Timer:
+    def __init__(self, delay: float, callback: Callable[[], None]) -> None:
+        self.delay = delay
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True

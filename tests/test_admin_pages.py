@@ -15,26 +15,26 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from django_gearman.admin_client import GearmanAdminClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.backends import worker_functions
-from django_gearman.client import GearmanClient
+from django_gearman.gearman import GearmanClient
 from django_gearman.models import TaskResultRecord
-from django_gearman.protocol.constants import Priority
-from django_gearman.runner import job_callback
+from django_gearman.gearman.protocol.constants import Priority
+from django_gearman.tasks.runner import job_callback
 
-from .helpers import wait_for, worker_thread
-from .peers import free_port
-from .taskapp import framework_tasks as ft
-from .taskapp import tasks as gt
+from tests.helpers import wait_for, worker_thread
+from tests.peers import free_port
+from tests.taskapp import framework_tasks as ft
+from tests.taskapp import tasks as gt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 OVERVIEW = "admin:django_gearman_queuestatus_changelist"
-WORKERS = "admin:django_gearman_worker_changelist"
-JOBS = "admin:django_gearman_job_changelist"
+WORKERS = "admin:django_gearman_workerlist_changelist"
+JOBS = "admin:django_gearman_joblist_changelist"
 RESULTS = "admin:django_gearman_taskresultrecord_changelist"
 PAGES = [OVERVIEW, WORKERS, JOBS]
-VIEW_PERMISSIONS = ["view_queuestatus", "view_worker", "view_job", "view_taskresultrecord"]
+VIEW_PERMISSIONS = ["view_queuestatus", "view_workerlist", "view_joblist", "view_taskresultrecord"]
 
 
 def _staff(username: str, *codenames: str) -> Client:

@@ -11,12 +11,12 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from django_gearman.admin_client import GearmanAdminClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.backends import GearmanBackend, worker_functions
 from django_gearman.models import TaskResultRecord
 
-from .helpers import wait_for, worker_thread
-from .taskapp import framework_tasks as ft
+from tests.helpers import wait_for, worker_thread
+from tests.taskapp import framework_tasks as ft
 
 try:
     from django.tasks import TaskResultStatus, task_backends

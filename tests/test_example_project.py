@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 import django_gearman
-from django_gearman.admin_client import GearmanAdminClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 
-from .helpers import wait_for
-from .peers import free_port
+from tests.helpers import wait_for
+from tests.peers import free_port
 
 pytestmark = pytest.mark.interop
 
@@ -189,16 +189,16 @@ def test_the_example_project_passes_its_checks_and_serves_gearman(tmp_path: Path
 
 
 def test_immediate_mode_runs_the_example_without_a_server(tmp_path: Path) -> None:
-    """GEARMAN_URL=...?mode=immediate: the tasks run in the web process (no server, no worker),
-    so the same flow works in a project's own tests; there is no progress to report then."""
-    env = example_env(tmp_path, "gearman://127.0.0.1:1/?mode=immediate")
+    """GEARMAN_URL=...?backend=immediate: the tasks run in the web process (no server, no
+    worker), so the same flow works in a project's own tests."""
+    env = example_env(tmp_path, "gearman://127.0.0.1:1/?backend=immediate")
     manage(env, "migrate", "--no-input", "-v", "0")
     seen = drive(env, "ada", "ada@example.com")
     assert (seen["form"], seen["posted"]) == (200, 302), seen
     assert "ada@example.com" in seen["thanks"]
     mail = mail_to(tmp_path / "sent-mail", "ada@example.com")
     assert mail is not None and "Subject: Welcome, ada!" in mail
-    check_report(seen, "ada", steps=[])
+    check_report(seen, "ada", steps=["1/4", "2/4", "3/4", "4/4"])  # progress reaches the page as from a worker
 
 
 def test_signup_mail_and_report_through_the_worker(gearman_server: Any, tmp_path: Path) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from django_gearman.admin_client import GearmanAdminClient
-from django_gearman.client import GearmanClient
-from django_gearman.monitor import snapshot, snapshot_all
-from django_gearman.protocol.constants import Priority
+from django_gearman.gearman.admin_client import GearmanAdminClient
+from django_gearman.gearman import GearmanClient
+from django_gearman.admin.monitor import snapshot, snapshot_all
+from django_gearman.gearman.protocol.constants import Priority
 
-from .helpers import wait_for, worker_thread
-from .peers import free_port
+from tests.helpers import wait_for, worker_thread
+from tests.peers import free_port
 
 pytestmark = pytest.mark.interop
 

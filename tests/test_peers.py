@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .peers import Gearmand, admin_command, free_port, require_peer
+from tests.peers import Gearmand, admin_command, free_port, require_peer
 
 interop = pytest.mark.interop
 

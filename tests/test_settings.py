@@ -7,9 +7,9 @@ from django.core import checks
 from django.test import override_settings
 
 from django_gearman import conf, gearman_task
-from django_gearman.connections import clients
-from django_gearman.tasks import registry
-from django_gearman.transport import ServerAddress
+from django_gearman.clients import clients
+from django_gearman.tasks.registry import registry
+from django_gearman.gearman.transport import ServerAddress
 
 
 def check_ids() -> list[str]:
@@ -38,8 +38,8 @@ def test_override_settings_is_seen_and_undone() -> None:
 
 
 def test_gearman_url_parses_options_and_refuses_other_schemes() -> None:
-    assert conf.gearman_url("gearman://h:1/?mode=outbox&exceptions=false&retry_delay=0.5") == {
-        "SERVERS": "h:1", "MODE": "outbox", "OPTIONS": {"exceptions": False, "retry_delay": 0.5},
+    assert conf.gearman_url("gearman://h:1/?backend=outbox&exceptions=false&retry_delay=0.5") == {
+        "SERVERS": "h:1", "BACKEND": "outbox", "OPTIONS": {"exceptions": False, "retry_delay": 0.5},
     }  # fmt: skip
     assert conf.gearman_url("h:1") == {"SERVERS": "h:1"}
     with pytest.raises(ValueError, match="gearman://"):
@@ -55,7 +55,9 @@ def test_gearman_url_parses_options_and_refuses_other_schemes() -> None:
         ({"default": {"SERVERS": ["h:notaport"]}}, "django_gearman.E004"),
         ({"default": {"SERVERS": []}}, "django_gearman.E004"),
         ({"default": {"PREFIX": "has space"}}, "django_gearman.E005"),
-        ({"default": {"MODE": "eager"}}, "django_gearman.E006"),
+        ({"default": {"BACKEND": "eager"}}, "django_gearman.E006"),
+        ({"default": {"BACKEND": "django_gearman.conf.AliasSettings"}}, "django_gearman.E006"),
+        ({"default": {"MODE": "outbox"}}, "django_gearman.E006"),
         ({"default": {"OPTIONS": {"timout": 3}}}, "django_gearman.E007"),
     ],
 )
@@ -69,7 +71,7 @@ def test_bad_settings_are_system_check_errors_with_hints(setting: object, expect
 
 
 def test_good_settings_pass_the_checks() -> None:
-    with override_settings(GEARMAN={"default": {"SERVERS": ["h:1"], "PREFIX": "x.", "MODE": "outbox", "OPTIONS": {"timeout": 1}}}):
+    with override_settings(GEARMAN={"default": {"SERVERS": ["h:1"], "PREFIX": "x.", "BACKEND": "django_gearman.testing.OutboxClient", "OPTIONS": {"timeout": 1}}}):
         assert check_ids() == []
 
 
@@ -92,7 +94,7 @@ def test_a_task_on_an_unknown_alias_is_a_check_error() -> None:
     def orphan() -> None: ...
 
     orphan.__qualname__ = "orphan"
-    gearman_task(name="tests.orphan", server="reports")(orphan)
+    gearman_task(name="tests.orphan", alias="reports")(orphan)
     try:
         assert "django_gearman.E011" in check_ids()
         with override_settings(GEARMAN={"default": {}, "reports": {"SERVERS": ["h:1"]}}):

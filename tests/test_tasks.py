@@ -11,13 +11,13 @@ import pytest
 from django.test import override_settings
 
 from django_gearman import TaskError, run_many
-from django_gearman.client import GearmanClient
-from django_gearman.envelope import EnvelopeError
-from django_gearman.runner import job_callback
-from django_gearman.tasks import registry
+from django_gearman.gearman import GearmanClient
+from django_gearman.gearman.envelope import EnvelopeError
+from django_gearman.tasks.runner import job_callback
+from django_gearman.tasks.registry import registry
 
-from .helpers import wait_for, worker_thread
-from .taskapp import tasks
+from tests.helpers import wait_for, worker_thread
+from tests.taskapp import tasks
 
 pytestmark = pytest.mark.interop
 
@@ -77,7 +77,7 @@ def test_foreground_retries_in_place_then_succeeds(gearman: str) -> None:
     warnings = []
     with task_worker(gearman):
         with GearmanClient([gearman]) as client:
-            from django_gearman.envelope import encode_call
+            from django_gearman.gearman.envelope import encode_call
 
             result = client.submit(tasks.flaky.function_name, encode_call([key, 2]), on_warning=lambda w: warnings.append(w.data))
     assert result == b"3"
@@ -136,7 +136,7 @@ def test_prefix_namespaces_function_names(gearman: str) -> None:
 
 def test_batch_pipelines_background_calls_and_fills_their_handles(gearman: str) -> None:
     from django_gearman import batch
-    from django_gearman.admin_client import GearmanAdminClient
+    from django_gearman.gearman.admin_client import GearmanAdminClient
 
     with batch(size=100) as sent:
         tasks_made = [tasks.add.using(unique=f"b{n}").background(n, n) for n in range(250)]
@@ -152,7 +152,7 @@ def test_batch_pipelines_background_calls_and_fills_their_handles(gearman: str) 
 
 def test_a_batch_with_refused_jobs_raises_listing_them(gearman: str) -> None:
     from django_gearman import BatchError, batch
-    from django_gearman.admin_client import GearmanAdminClient
+    from django_gearman.gearman.admin_client import GearmanAdminClient
 
     with GearmanAdminClient(gearman) as admin:
         tasks.echo.using(unique="seed").background()  # make the function known

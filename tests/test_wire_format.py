@@ -16,13 +16,13 @@ import pytest
 from django.test import override_settings
 
 from django_gearman import TaskError, remote_task
-from django_gearman.client import GearmanClient
-from django_gearman.exceptions import JobException
+from django_gearman.gearman import GearmanClient
+from django_gearman.gearman.errors import JobException
 
 from . import test_tasks
-from .helpers import wait_for
-from .peers import PeerError
-from .taskapp import tasks
+from tests.helpers import wait_for
+from tests.peers import PeerError
+from tests.taskapp import tasks
 
 pytestmark = pytest.mark.interop
 
@@ -107,7 +107,7 @@ def test_a_plain_text_workload_fails_and_the_worker_goes_on(gearman: str, php) -
         assert (reply["ok"], reply["return_name"]) == (False, "GEARMAN_WORK_EXCEPTION"), reply
         reply = task_client(php, gearman, "task", tasks.add.function_name, "--workload", "hello")
         assert reply["error"] == {
-            "type": "django_gearman.envelope.EnvelopeError",
+            "type": "django_gearman.gearman.errors.EnvelopeError",
             "message": 'the workload is not JSON (Expecting value: line 1 column 1 (char 0)): "hello"',
         }, reply
         # the PHP pitfall the document warns about: json_encode(["kwargs" => []]) is a JSON array
@@ -120,7 +120,7 @@ def test_a_plain_text_workload_fails_and_the_worker_goes_on(gearman: str, php) -
             '{"args":[1,2],"kwargs":[]}',
         )
         assert reply["error"] == {
-            "type": "django_gearman.envelope.EnvelopeError",
+            "type": "django_gearman.gearman.errors.EnvelopeError",
             "message": '"kwargs" must be a JSON object, not a JSON array',
         }, reply
         reply = task_client(php, gearman, "normal", tasks.add.function_name, "[20, 22]")

@@ -1,11 +1,11 @@
-"""An embedded Gearman job server on asyncio, speaking gearmand's binary and text protocols.
+"""``python -m django_gearman.server``: the embedded job server, without a Django project.
 
-Imports nothing from Django: ``manage.py gearmand`` and ``python -m django_gearman.server``
-only parse options and wire this up.
+The server lives in :mod:`django_gearman.gearman.server` (the Django-free core); this package
+only keeps the short command working. Nothing of Django is imported.
 """
 
 from __future__ import annotations
 
-from .app import GearmanServer
+from ..gearman.server import GearmanServer
 
 __all__ = ["GearmanServer"]

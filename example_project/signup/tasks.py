@@ -12,7 +12,7 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from django_gearman import gearman_task
-from django_gearman.runner import current_job
+from django_gearman import current_job
 
 
 @gearman_task(retries=3)
@@ -37,7 +37,7 @@ def build_report(days: int) -> dict[str, Any]:
     """Signups per day over the last ``days`` days, one step per day; the caller of
     ``.submit()`` sees the progress (``send_status(step, days)``) as it is made."""
     users = get_user_model().objects.filter(is_staff=False)  # signups, not the admin login
-    job = current_job()  # None when called in-process (e.g. MODE "immediate")
+    job = current_job()  # None when called in-process, as a plain function
     today = timezone.now().date()
     per_day = []
     for step in range(1, days + 1):

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from django_gearman import TaskError
-from django_gearman.exceptions import GearmanError
+from django_gearman.gearman.errors import GearmanError
 
 from .forms import SignupForm
 from .tasks import build_report, send_signup_mail

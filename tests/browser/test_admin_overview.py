@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from django_gearman.client import GearmanClient
-from django_gearman.protocol.constants import Priority
+from django_gearman.gearman import GearmanClient
+from django_gearman.gearman.protocol.constants import Priority
 
-from ..helpers import wait_for, worker_thread
+from tests.helpers import wait_for, worker_thread
 from .conftest import admin_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop, pytest.mark.django_db(transaction=True)]

@@ -9,7 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_gearman.server.cli import ServerError, add_arguments, parse_addrport, run
+from django_gearman.gearman.errors import StartupError, UsageError
+from django_gearman.gearman.server.cli import add_arguments, banner, parse_addrport, run
 
 
 def default_queue() -> str:
@@ -31,7 +32,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             parse_addrport(options["addrport"])
-        except ValueError as error:
+        except UsageError as error:
             raise CommandError(str(error)) from error
         logger = logging.getLogger("django_gearman.server")
         if not logger.handlers:
@@ -41,16 +42,12 @@ class Command(BaseCommand):
         logger.setLevel(options["log_level"])
 
         def on_bind(server: Any, loop_name: str) -> None:
-            queue = getattr(server.store, "path", None) or "memory (background jobs are lost on exit)"
-            self.stdout.write(
-                f"Gearman job server listening on {server.host}:{server.port} ({loop_name})\n"
-                f"Queue: {queue}\nQuit the server with CONTROL-C."
-            )
+            self.stdout.write(banner(server, loop_name))
             self.stdout.flush()
 
         try:
             run(_Options(options), on_bind=on_bind)
-        except ServerError as error:
+        except StartupError as error:
             raise CommandError(str(error)) from error
 
 

@@ -1,0 +1,83 @@
+"""Run a failed task again from its row in the results table (the admin's retry action).
+
+Two kinds of rows are retried, both by queueing a new background job that carries the row's id
+(``result_id`` in the envelope's meta), so the worker writes the new outcome into the same row:
+
+- a Django Tasks task (``backend`` is a :class:`~django_gearman.backends.GearmanBackend` alias):
+  the row goes back to READY and its job is queued on the backend's queue function, exactly as
+  ``enqueue()`` does;
+- a failed background ``@gearman_task`` job (``backend`` is ``"gearman_task"``): the task is
+  looked up in the registry by name and queued again with the row's arguments.
+
+A row keeps its errors and attempts from before, so its history shows every failed run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.utils import timezone
+
+from ..clients import clients
+from ..gearman.envelope import encode_call
+from ..gearman.errors import GearmanError
+from ..models import TaskResultRecord
+from ..tasks.registry import registry
+from ..tasks.results import GEARMAN_TASK_BACKEND
+
+__all__ = ["RetryError", "retry_result"]
+
+logger = logging.getLogger("django_gearman.retry")
+
+
+class RetryError(GearmanError):
+    """A row cannot be retried here: not failed, or its task or backend is unknown."""
+
+
+def retry_result(record: TaskResultRecord) -> str:
+    """Queue ``record``'s task again and return the new job handle; :class:`RetryError` if not
+    possible. Only FAILED rows are retried (a READY or RUNNING one is still on its way)."""
+    if record.status != TaskResultRecord.Status.FAILED:
+        raise RetryError(f"{record.task_path} {record.id} is {record.status}, not FAILED")
+    meta: dict[str, Any] = {"enqueued_at": round(time.time(), 3), "background": True, "result_id": record.id}
+    if record.backend == GEARMAN_TASK_BACKEND:
+        client, function, priority = _gearman_task_target(record)
+    else:
+        client, function, priority = _tasks_backend_target(record, meta)
+    data = encode_call(record.args, record.kwargs, meta)
+    row = TaskResultRecord.objects.filter(pk=record.pk)
+    # READY before the job exists: a fast worker's outcome must not be overwritten by it.
+    row.update(status=TaskResultRecord.Status.READY, finished_at=None, return_value=None, enqueued_at=timezone.now())
+    try:
+        # The row's id as unique key: a second click while the job waits joins it, not doubles it.
+        handle = str(client.submit_background(function, data, priority=priority, unique=record.id))
+    except BaseException:
+        row.update(status=record.status, finished_at=record.finished_at, enqueued_at=record.enqueued_at)
+        raise
+    row.update(job_handle=handle)
+    logger.info("retrying %s %s as job %s", record.task_path, record.id, handle)
+    return handle
+
+
+def _gearman_task_target(record: TaskResultRecord) -> tuple[Any, str, Any]:
+    task = registry.get(record.task_path)
+    if task is None or task.remote:
+        raise RetryError(f"no @gearman_task named {record.task_path!r} is registered in this process")
+    return clients[task.options.alias], task.function_name, task.options.priority
+
+
+def _tasks_backend_target(record: TaskResultRecord, meta: dict[str, Any]) -> tuple[Any, str, Any]:
+    from ..backends import GearmanBackend, task_backends, tasks_priority  # noqa: PLC0415 - needs a Tasks framework
+
+    try:
+        backend = task_backends[record.backend]
+    except Exception:  # noqa: BLE001 - InvalidTaskBackend and friends: say which
+        raise RetryError(f"no Tasks backend {record.backend!r} in TASKS") from None
+    if not isinstance(backend, GearmanBackend):
+        raise RetryError(f"the Tasks backend {record.backend!r} is not a GearmanBackend")
+    if record.queue_name not in backend.queues:
+        raise RetryError(f"the queue {record.queue_name!r} is not in the {record.backend!r} backend's QUEUES")
+    meta.update(task=record.task_path, backend=record.backend)
+    return clients[backend.gearman_alias], backend.function_name(record.queue_name), tasks_priority(record.priority)

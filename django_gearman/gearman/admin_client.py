@@ -1,0 +1,121 @@
+"""A client for the text admin protocol: ``status``, ``workers``, ``show jobs`` ... as typed rows.
+
+Works against gearmand and our embedded server alike (the same port serves binary and text).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .errors import RemoteProtocolError, UsageError
+from .protocol import AdminConnection, AdminReply, FunctionStatus, JobInfo, PriorityStatus, QueuedJob, WorkerInfo
+from .protocol import text as fmt
+from .transport import ServerAddress, Transport, parse_server, remaining
+
+__all__ = ["GearmanAdminClient"]
+
+
+class GearmanAdminClient:
+    """Admin commands against one job server; the connection is opened lazily and reused.
+
+    Raises :class:`~.errors.AdminError` when the server answers ``ERR``,
+    ``OSError`` when it cannot be reached, ``TimeoutError`` when it does not answer in time.
+    """
+
+    def __init__(self, server: str | ServerAddress = "127.0.0.1:4730", *, timeout: float = 5.0) -> None:
+        self.address = parse_server(server)
+        self.timeout = timeout
+        self._transport = Transport(self.address, AdminConnection)
+
+    def __enter__(self) -> GearmanAdminClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def status(self) -> list[FunctionStatus]:
+        """Per function: jobs queued+running, running, and available workers."""
+        return fmt.parse_status(self.command("status"))
+
+    def priority_status(self) -> list[PriorityStatus]:
+        """Per function: queued jobs by priority, and workers (gearmand 1.1.15+)."""
+        return fmt.parse_priority_status(self.command("prioritystatus"))
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every connection with its client id and the functions it offers."""
+        return fmt.parse_workers(self.command("workers"))
+
+    def show_jobs(self) -> list[JobInfo]:
+        return fmt.parse_jobs(self.command("show jobs"))
+
+    def show_unique_jobs(self) -> list[str]:
+        return fmt.parse_unique_jobs(self.command("show unique jobs"))
+
+    def show_queue(self, limit: int = 1000) -> list[QueuedJob]:
+        """Jobs with function, priority, state and times: our server's ``show queue`` (gearmand
+        answers ``ERR``, raised as ``AdminError``)."""
+        return fmt.parse_queue(self.command("show queue", str(int(limit))))
+
+    def cancel_job(self, handle: str) -> None:
+        """Cancel a queued job (``ERR UNKNOWN_JOB`` raises ``AdminError``)."""
+        fmt.parse_ok(self.command("cancel job", handle))
+
+    def maxqueue(self, function: str, *sizes: int) -> None:
+        """Limit a function's queue: one size for all priorities, or three (high, normal, low)."""
+        if len(sizes) not in (0, 1, 3):
+            raise UsageError("maxqueue takes no size, one size, or three (high, normal, low)")
+        fmt.parse_ok(self.command("maxqueue", function, *(str(int(size)) for size in sizes)))
+
+    def create_function(self, function: str) -> None:
+        fmt.parse_ok(self.command("create function", function))
+
+    def drop_function(self, function: str) -> None:
+        fmt.parse_ok(self.command("drop function", function))
+
+    def getpid(self) -> int:
+        return int(fmt.parse_value(self.command("getpid")))
+
+    def verbose(self) -> str:
+        return fmt.parse_value(self.command("verbose"))
+
+    def version(self) -> str:
+        return fmt.parse_value(self.command("version"))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def command(self, command: str, *args: str) -> list[bytes]:
+        """Send any admin command and return its reply lines (``ERR`` raises ``AdminError``)."""
+        deadline = time.monotonic() + self.timeout
+        for attempt in (1, 2):
+            reused = self._transport.connected
+            try:
+                if not reused:
+                    self._transport.connect(self.timeout)
+                self._transport.conn.command(command, *args)
+                self._transport.flush()
+                reply = self._read_reply(deadline)
+                break
+            except (ConnectionResetError, BrokenPipeError):
+                self.close()
+                if not reused or attempt == 2:  # only a reused connection may have gone stale
+                    raise
+            except (OSError, RemoteProtocolError):
+                self.close()
+                raise
+        reply.raise_for_error()
+        return reply.lines
+
+    def _read_reply(self, deadline: float) -> AdminReply:
+        while True:
+            wait = remaining(deadline)
+            if not wait:
+                self.close()
+                raise TimeoutError(f"{self.address} did not finish its admin reply in time")
+            replies = self._transport.read(wait)
+            if replies:
+                return replies[0]  # one command in flight at a time

@@ -1,0 +1,111 @@
+"""An incremental frame buffer: bytes in, binary packets and text lines out.
+
+Gearman serves binary packets and text admin commands on one port: a frame whose first byte
+is NUL is a binary packet, anything else is a text line ending at ``\\n``. The buffer accepts
+data split at any byte, enforces a maximum packet size as soon as a header announces one, and
+caps how long a text line may grow before its newline arrives.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .constants import DEFAULT_MAX_PACKET_SIZE, HEADER
+from ..errors import PacketTooLarge, RemoteProtocolError
+from .packets import Packet, check_header, decode_body
+
+__all__ = ["DEFAULT_MAX_LINE_SIZE", "Frame", "PacketBuffer", "TextLine"]
+
+#: Longest text line accepted before its newline (gearmand's own buffer is 8 KiB).
+DEFAULT_MAX_LINE_SIZE = 64 * 1024
+
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
+
+
+class TextLine(NamedTuple):
+    """One text-protocol line, without its ``\\n`` and any trailing ``\\r``."""
+
+    line: bytes
+
+
+Frame = Packet | TextLine
+
+
+class PacketBuffer:
+    """Accumulates received bytes and yields complete frames.
+
+    After a :class:`RemoteProtocolError` the buffer is broken: every later call raises the same
+    error, because the byte stream can no longer be framed.
+    """
+
+    __slots__ = ("_data", "_error", "max_line_size", "max_packet_size")
+
+    def __init__(
+        self,
+        *,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+    ) -> None:
+        self._data = bytearray()
+        self._error: RemoteProtocolError | None = None
+        self.max_packet_size = max_packet_size
+        self.max_line_size = max_line_size
+
+    def __len__(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._data)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add ``data`` and return every frame it completes, in order."""
+        if self._error is not None:
+            raise self._error
+        buf = self._data
+        if buf:
+            buf += data
+            view: bytes | bytearray = buf
+        else:
+            view = data  # the common case: whole frames in one read, no copy
+        frames: list[Frame] = []
+        append = frames.append
+        pos = 0
+        end = len(view)
+        try:
+            while pos < end:
+                if view[pos] == 0:
+                    if end - pos < _HEADER_SIZE:
+                        break
+                    magic, type_value, size = _unpack_header(view, pos)
+                    if size > self.max_packet_size:
+                        raise PacketTooLarge(size, self.max_packet_size)
+                    stop = pos + _HEADER_SIZE + size
+                    if stop > end:
+                        # Check what we can early: a bad magic or type fails now, not after
+                        # the (possibly huge, possibly never-arriving) body.
+                        check_header(magic, type_value)
+                        break
+                    append(decode_body(magic, type_value, bytes(view[pos + _HEADER_SIZE : stop])))
+                    pos = stop
+                else:
+                    newline = view.find(b"\n", pos)
+                    if newline < 0:
+                        if end - pos > self.max_line_size:
+                            raise RemoteProtocolError(
+                                f"text line longer than {self.max_line_size} bytes", "ARGUMENT_TOO_LARGE"
+                            )
+                        break
+                    line = bytes(view[pos:newline])
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    append(TextLine(line))
+                    pos = newline + 1
+        except RemoteProtocolError as error:
+            self._error = error
+            self._data = bytearray()
+            raise
+        if buf:
+            del buf[:pos]
+        elif pos < end:
+            self._data = bytearray(view[pos:])
+        return frames
+

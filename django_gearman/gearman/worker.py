@@ -1,0 +1,458 @@
+"""A Gearman worker: registers functions on every server and runs the jobs they hand out.
+
+One process, one job at a time, any number of servers: the worker keeps a connection to each,
+asks each for work with ``GRAB_JOB_UNIQ``, sleeps with ``PRE_SLEEP`` until a ``NOOP`` wakes it,
+reconnects with backoff when a server goes away (registering its functions again), and stops
+warm on the first SIGINT/SIGTERM (the job in hand finishes) and cold on the second.
+
+A function receives a :class:`Job` and returns the result (bytes, str or None). Raising
+:class:`~django_gearman.exceptions.JobFailed` sends WORK_FAIL; any other exception is logged with
+its traceback and sent as WORK_EXCEPTION (the server turns it into WORK_FAIL for clients that did
+not ask for exceptions).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from .envelope import encode_error
+from .errors import JobFailed, RemoteProtocolError, UsageError
+from .jobs import payload
+from .protocol import (
+    DEFAULT_MAX_PACKET_SIZE,
+    ErrorReceived,
+    JobAssigned,
+    Outcome,
+    WentToSleep,
+    Woken,
+    WorkerConnection,
+    WorkerState,
+)
+from .transport import ServerAddress, Transport, parse_servers
+
+__all__ = ["Job", "Worker", "current_job", "exception_payload", "perform"]
+
+logger = logging.getLogger("django_gearman.worker")
+
+
+_current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("django_gearman_job", default=None)
+
+
+def current_job() -> Job | None:
+    """The job this thread's worker is running, to report progress with ``send_status`` from
+    deep inside a task; None outside a job run by a :class:`Worker`."""
+    return _current.get()
+
+
+def exception_payload(error: BaseException) -> bytes:
+    """The WORK_EXCEPTION payload: a JSON object with the exception's type and message
+    (:func:`django_gearman.envelope.encode_error`)."""
+    return encode_error(error)
+
+
+class Job:
+    """A job being run: what the client sent, and a way to report progress back to it."""
+
+    __slots__ = ("_link", "data", "function", "handle", "unique")
+
+    def __init__(self, link: _Link, assigned: JobAssigned) -> None:
+        self._link = link
+        self.handle = assigned.handle.decode()
+        self.function = assigned.function.decode()
+        self.unique = assigned.unique.decode(errors="surrogateescape")
+        self.data = assigned.data
+
+    def __repr__(self) -> str:
+        return f"<Job {self.function} {self.handle}>"
+
+    @property
+    def server(self) -> ServerAddress:
+        """The job server this job came from."""
+        return self._link.address
+
+    def send_data(self, data: bytes | str) -> None:
+        """Send a chunk of partial output to the waiting clients (WORK_DATA)."""
+        self._link.transport.conn.work_data(self.handle.encode(), payload(data))
+        self._link.transport.flush()
+
+    def send_warning(self, data: bytes | str) -> None:
+        """Send a warning to the waiting clients (WORK_WARNING)."""
+        self._link.transport.conn.work_warning(self.handle.encode(), payload(data))
+        self._link.transport.flush()
+
+    def send_status(self, numerator: int, denominator: int) -> None:
+        """Report progress, e.g. ``(3, 10)``; clients and GET_STATUS see it (WORK_STATUS)."""
+        self._link.transport.conn.work_status(self.handle.encode(), numerator, denominator)
+        self._link.transport.flush()
+
+
+class _Link:
+    """The worker's connection to one server: its transport (whose conversation runs the
+    grab/sleep cycle), and when to reconnect or ask again."""
+
+    __slots__ = ("address", "failures", "retry_at", "slept_at", "transport")
+
+    def __init__(self, address: ServerAddress, max_packet_size: int) -> None:
+        self.address = address
+        self.transport = Transport(address, lambda: WorkerConnection(max_packet_size=max_packet_size))
+        self.retry_at = 0.0
+        self.failures = 0
+        self.slept_at = 0.0  # when the last PRE_SLEEP went out
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.connected
+
+    @property
+    def sleeping(self) -> bool:
+        return self.transport.conn.worker_state is WorkerState.SLEEPING
+
+    def fileno(self) -> int:
+        return self.transport.fileno()
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    callback: Callable[[Job], bytes | str | None]
+    timeout: float | None
+
+
+class Worker:
+    """Runs registered functions for jobs from one or more Gearman job servers.
+
+    ``reconnect_delay`` is the first wait before reconnecting to a lost server; it doubles on
+    each failure up to ``max_reconnect_delay`` (with jitter, so workers don't return in a herd).
+
+    ``prefetch`` is how many ``GRAB_JOB_UNIQ`` requests stay outstanding per server: with 1 (the
+    default) the worker asks for the next job only after finishing one, a full round trip per
+    job; with 2 or more the next job is already on its way while one runs, which for short jobs
+    multiplies throughput, at the price that jobs assigned to this worker but not yet started
+    count as running and cannot go to an idle worker (they return to the queue if we disconnect).
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "127.0.0.1:4730",
+        *,
+        client_id: str | None = None,
+        connect_timeout: float = 5.0,
+        reconnect_delay: float = 0.5,
+        max_reconnect_delay: float = 30.0,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        prefetch: int = 1,
+        idle_poll: float | None = 2.0,
+    ) -> None:
+        if prefetch < 1:
+            raise UsageError("prefetch must be at least 1")
+        if idle_poll is not None and idle_poll <= 0:
+            raise UsageError("idle_poll must be more than 0 seconds, or None")
+        self.idle_poll = idle_poll
+        self.servers = parse_servers(servers)
+        self.prefetch = prefetch
+        self.client_id = client_id
+        self.connect_timeout = connect_timeout
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.functions: dict[str, _Function] = {}
+        self.jobs_done = 0
+        self._limit: int | None = None  # jobs_done at which work() returns (max_jobs)
+        self._links = [_Link(address, max_packet_size) for address in self.servers]
+        self._stop = False
+        self._wake_r: socket.socket | None = None  # a socketpair while work() runs, so a
+        self._wake_w: socket.socket | None = None  # stop request or signal wakes select()
+
+    def __repr__(self) -> str:
+        return f"<Worker servers={[str(a) for a in self.servers]} functions={sorted(self.functions)}>"
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def register(
+        self, function: str, callback: Callable[[Job], bytes | str | None], *, timeout: float | None = None
+    ) -> None:
+        """Offer ``function``; ``timeout`` (seconds) sends CAN_DO_TIMEOUT, after which the
+        server takes the job back (gearmand requeues it, counting a retry)."""
+        if not function or "\0" in function:
+            raise UsageError("function names must be non-empty text without NUL bytes")
+        self.functions[function] = _Function(callback, timeout)
+        for link in self._links:
+            if link.connected:
+                self._send_can_do(link, function)
+                self._flush(link)
+
+    def unregister(self, function: str) -> None:
+        """Stop offering ``function`` (CANT_DO)."""
+        self.functions.pop(function)
+        for link in self._links:
+            if link.connected:
+                link.transport.conn.cant_do(function.encode())
+                self._flush(link)
+
+    def _send_can_do(self, link: _Link, name: str) -> None:
+        timeout = self.functions[name].timeout
+        link.transport.conn.can_do(name.encode(), None if timeout is None else max(1, round(timeout * 1000)))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop after the job in hand (warm shutdown); safe from any thread or signal handler."""
+        self._stop = True
+        wake = self._wake_w
+        if wake is not None:
+            try:
+                wake.send(b"!")
+            except OSError:
+                pass
+
+    def work(self, *, burst: bool = False, max_jobs: int | None = None, install_signals: bool = True) -> int:
+        """Run jobs until stopped; return the number of jobs run in this call.
+
+        ``burst`` returns once every reachable server has no job for us (or none is reachable);
+        ``max_jobs`` returns after that many jobs. Signals are handled only in the main thread.
+        """
+        if not self.functions:
+            raise UsageError("register at least one function before calling work()")
+        start = self.jobs_done
+        self._limit = None if max_jobs is None else start + max_jobs
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        handlers = self._install_signals() if install_signals else None
+        try:
+            while not self._stop:
+                if max_jobs is not None and self.jobs_done - start >= max_jobs:
+                    break
+                self._connect_due()
+                if burst and self._idle():
+                    logger.info("burst: no jobs left, stopping")
+                    break
+                self._wait_and_process()
+        finally:
+            self.close()
+            if handlers is not None:
+                self._restore_signals(handlers)
+            wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, None, None
+            wake_r.close()
+            wake_w.close()
+            self._stop = False  # reset here, not at the start: a stop requested early still counts
+        return self.jobs_done - start
+
+    def close(self) -> None:
+        """Close every server connection; jobs assigned but not started go back to the queue."""
+        for link in self._links:
+            link.transport.close()
+            link.retry_at = 0.0
+
+    def _idle(self) -> bool:
+        links = self._links
+        connected = [link for link in links if link.connected]
+        if not connected:
+            return all(link.failures for link in links)
+        return all(link.sleeping for link in connected)
+
+    def _connect_due(self) -> None:
+        now = time.monotonic()
+        for link in self._links:
+            if not link.connected and link.retry_at <= now:
+                self._connect(link)
+
+    def _connect(self, link: _Link) -> None:
+        try:
+            link.transport.connect(self.connect_timeout)
+        except OSError as error:
+            self._lost(link, error)
+            return
+        if self.client_id:
+            link.transport.conn.set_client_id(self.client_id.encode())
+        for name in self.functions:
+            self._send_can_do(link, name)
+        self._grab(link)
+        if self._flush(link):
+            if link.failures:
+                logger.info("reconnected to %s", link.address)
+            link.failures = 0
+            logger.debug("registered %d function(s) on %s", len(self.functions), link.address)
+
+    def _flush(self, link: _Link) -> bool:
+        try:
+            link.transport.flush()
+        except OSError as error:
+            self._lost(link, error)
+            return False
+        return True
+
+    def _lost(self, link: _Link, error: BaseException) -> None:
+        link.transport.close()
+        delay = min(self.max_reconnect_delay, self.reconnect_delay * 2**link.failures)
+        delay *= random.uniform(0.5, 1.0)
+        link.failures += 1
+        link.retry_at = time.monotonic() + delay
+        log = logger.warning if link.failures == 1 else logger.debug
+        log("lost %s (%s); reconnecting in %.2fs", link.address, error or type(error).__name__, delay)
+
+    def _grab(self, link: _Link) -> None:
+        """Ask for jobs up to ``prefetch`` in hand, and never for more than ``max_jobs`` leaves."""
+        wanted = self.prefetch
+        if self._limit is not None:  # don't take jobs we won't run
+            wanted = min(wanted, self._limit - self.jobs_done)
+        if not self._stop:
+            link.transport.conn.grab(wanted - link.transport.conn.outstanding)
+
+    def _wait_and_process(self) -> None:
+        connected = [link for link in self._links if link.connected]
+        timeout = None
+        pending = [link.retry_at for link in self._links if not link.connected]
+        if self.idle_poll is not None:
+            pending += [link.slept_at + self.idle_poll for link in connected if link.sleeping]
+        if pending:
+            timeout = max(0.0, min(pending) - time.monotonic())
+        # poll(), not select(): a process may hold file descriptors above 1024.
+        poller = select.poll()
+        by_fd = {}
+        for link in connected:
+            by_fd[link.fileno()] = link
+            poller.register(link.fileno(), select.POLLIN)
+        assert self._wake_r is not None
+        poller.register(self._wake_r.fileno(), select.POLLIN)
+        events = poller.poll(None if timeout is None else timeout * 1000)
+        if self.idle_poll is not None:
+            # Asleep too long: ask again, as if a NOOP had come. gearmand 1.1 never wakes
+            # sleeping workers for scheduled (epoch) jobs (its issue #101), and a NOOP lost in
+            # a network hiccup would otherwise idle this worker for good.
+            now = time.monotonic()
+            for link in connected:
+                if link.sleeping and now - link.slept_at >= self.idle_poll:
+                    self._grab(link)
+                    self._flush(link)
+        for fd, _ in events:
+            link = by_fd.get(fd)
+            if link is None:
+                self._drain_wakeups()
+                continue
+            try:
+                events = link.transport.read(0)
+            except TimeoutError:
+                continue
+            except (OSError, RemoteProtocolError) as error:
+                self._lost(link, error)
+                continue
+            for event in events:
+                if self._stop or not link.connected:
+                    break
+                self._handle(link, event)
+
+    def _handle(self, link: _Link, event: object) -> None:
+        kind = type(event)
+        if kind is JobAssigned:
+            self._run(link, Job(link, event))  # type: ignore[arg-type]
+            self._grab(link)
+            self._flush(link)
+        elif kind is WentToSleep:
+            link.slept_at = time.monotonic()
+            self._flush(link)  # the PRE_SLEEP
+        elif kind is Woken:
+            self._grab(link)
+            self._flush(link)
+        elif kind is ErrorReceived:
+            logger.error("%s sent ERROR %s: %s", link.address, event.code, event.text)  # type: ignore[attr-defined]
+
+    def _run(self, link: _Link, job: Job) -> None:
+        """Run one job and queue its WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION."""
+        conn = link.transport.conn
+        handle = job.handle.encode()
+        function = self.functions.get(job.function)
+        if function is None:
+            logger.error("%s assigned %s, which this worker does not offer", link.address, job)
+            conn.work_fail(handle)
+            return
+        try:
+            outcome, data = perform(function.callback, job)
+        finally:
+            self.jobs_done += 1
+        if outcome is Outcome.COMPLETE:
+            conn.work_complete(handle, data)
+        elif outcome is Outcome.EXCEPTION:
+            conn.work_exception(handle, data)
+        else:
+            conn.work_fail(handle)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, object] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._warm_signal)
+        assert self._wake_w is not None
+        previous_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        previous[-1] = previous_fd  # type: ignore[assignment]
+        return previous  # type: ignore[return-value]
+
+    def _restore_signals(self, previous: dict[int, object]) -> None:
+        signal.set_wakeup_fd(previous.pop(-1))  # type: ignore[arg-type]
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _warm_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.warning(
+            "%s received: warm shutdown (finishing the job in hand); send it again for a cold shutdown",
+            signal.Signals(signum).name,
+        )
+        self.request_stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._cold_signal)
+
+    def _cold_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.warning("%s received again: cold shutdown", signal.Signals(signum).name)
+        raise SystemExit(128 + signum)
+
+    def _drain_wakeups(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+
+def perform(callback: Callable[[Job], bytes | str | None], job: Job) -> tuple[Outcome, bytes]:
+    """Run ``callback`` for ``job`` as a worker does, and say how it ended: its result, WORK_FAIL
+    for :class:`~.errors.JobFailed`, or WORK_EXCEPTION with :func:`exception_payload` for any
+    other exception (logged with its traceback). :func:`current_job` gives ``job`` meanwhile."""
+    began = time.perf_counter()
+    token = _current.set(job)
+    try:
+        result = _result_bytes(callback(job))
+    except JobFailed:
+        logger.info("job %s failed (WORK_FAIL)", job)
+        return Outcome.FAIL, b""
+    except Exception as error:
+        logger.exception("job %s raised %s", job, type(error).__name__)
+        return Outcome.EXCEPTION, exception_payload(error)
+    finally:
+        _current.reset(token)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("job %s done in %.2f ms", job, (time.perf_counter() - began) * 1000)
+    return Outcome.COMPLETE, result
+
+
+def _result_bytes(result: object) -> bytes:
+    if result is None:
+        return b""
+    if isinstance(result, bytes):
+        return result
+    if isinstance(result, str):
+        return result.encode()
+    if isinstance(result, (bytearray, memoryview)):
+        return bytes(result)
+    raise TypeError(f"a worker function must return bytes, str or None, not {type(result).__name__}")

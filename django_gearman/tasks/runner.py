@@ -1,0 +1,143 @@
+"""Running task jobs on a worker: decode the envelope, call the task, retry, log, encode.
+
+:func:`job_callback` turns a :class:`~.decorator.GearmanTask` into the callback a
+:class:`~django_gearman.gearman.worker.Worker` runs for each job of its Gearman function. Around every
+call it closes stale database connections (as Django does around a request), and it logs one
+line per job with its outcome and duration on the ``django_gearman.worker`` logger.
+
+Retries: a task that raises one of its ``retry_on`` exceptions with attempts left is run again
+after ``retry_backoff * 2 ** (attempt - 1)`` seconds (capped at ``retry_backoff_max``). A
+background job is re-submitted as a scheduled job (``SUBMIT_JOB_EPOCH``) with the next attempt
+number in its envelope, so the worker is free meanwhile; a foreground job is retried in place,
+because its client is waiting on this very job (it gets a WORK_WARNING per failed attempt).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.db import close_old_connections
+from django.dispatch import Signal
+
+from ..gearman.client import GearmanClient
+from ..gearman.envelope import decode_call, encode_call, encode_result
+from ..gearman.errors import EnvelopeError
+from ..gearman.worker import Job
+from .results import record_failure, record_success
+
+if TYPE_CHECKING:
+    from .decorator import GearmanTask
+
+__all__ = ["job_callback", "task_failed", "task_succeeded"]
+
+logger = logging.getLogger("django_gearman.worker")
+
+#: Sent after a task's last attempt failed (a background job's failure is also kept in the
+#: results table, TaskResultRecord with backend "gearman_task"): ``sender`` is the task, with ``job``, ``error``,
+#: ``attempt`` and ``args``/``kwargs``. The Tasks backend records failures through it.
+task_failed = Signal()
+#: Sent after a task succeeded: ``sender`` is the task, with ``job``, ``result``, ``attempt``.
+task_succeeded = Signal()
+
+def job_callback(task: GearmanTask[..., Any]) -> Callable[[Job], bytes]:
+    """The worker callback that runs ``task`` for each of its jobs."""
+
+    def run(job: Job) -> bytes:
+        return execute(task, job)
+
+    run.__name__ = f"run_{task.name}"
+    return run
+
+
+def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
+    """Run one job of ``task`` and return its JSON result; raise to fail it (WORK_EXCEPTION)."""
+    started = time.perf_counter()
+    try:
+        call = decode_call(job.data)
+    except EnvelopeError as error:
+        logger.error("%s %s: bad workload from the client: %s", task.name, job.handle, error)
+        raise
+    attempt = _attempt(call.meta)
+    options = task.options
+    close_old_connections()
+    try:
+        while True:
+            try:
+                result = task.func(*call.args, **call.kwargs)
+                data = encode_result(result)
+            except options.retry_on as error:
+                if attempt > options.retries or isinstance(error, EnvelopeError):
+                    _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
+                    raise
+                delay = min(options.retry_backoff * 2 ** (attempt - 1), options.retry_backoff_max)
+                if call.meta.get("background"):
+                    _resubmit(task, job, call.args, call.kwargs, call.meta, attempt + 1, delay)
+                    logger.warning(
+                        "%s %s attempt %d failed (%s: %s); retry %d of %d in %.1f s",
+                        task.name, job.handle, attempt, type(error).__name__, error, attempt, options.retries, delay,
+                    )  # fmt: skip
+                    return b""
+                logger.warning(
+                    "%s %s attempt %d failed (%s: %s); retrying in %.1f s",
+                    task.name, job.handle, attempt, type(error).__name__, error, delay,
+                )  # fmt: skip
+                job.send_warning(f"attempt {attempt} failed ({type(error).__name__}: {error}); retrying in {delay:.1f} s")
+                time.sleep(delay)
+                attempt += 1
+                close_old_connections()
+                continue
+            except BaseException as error:
+                _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
+                raise
+            elapsed = (time.perf_counter() - started) * 1000
+            logger.info("%s %s succeeded in %.1f ms (attempt %d)", task.name, job.handle, elapsed, attempt)
+            if task_succeeded.receivers:
+                task_succeeded.send(sender=task, job=job, result=result, attempt=attempt)
+            if isinstance(call.meta.get("result_id"), str):  # a retry from the admin: its row
+                record_success(call.meta["result_id"], job, result)
+            return data
+    finally:
+        close_old_connections()
+
+
+def _attempt(meta: dict[str, Any]) -> int:
+    value = meta.get("attempt", 1)
+    return value if type(value) is int and value >= 1 else 1
+
+
+def _failed(
+    task: GearmanTask[..., Any],
+    job: Job,
+    error: BaseException,
+    attempt: int,
+    started: float,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    elapsed = (time.perf_counter() - started) * 1000
+    logger.error(
+        "%s %s failed in %.1f ms (attempt %d): %s: %s",
+        task.name, job.handle, elapsed, attempt, type(error).__name__, error,
+        exc_info=not isinstance(error, EnvelopeError),
+    )  # fmt: skip
+    if task_failed.receivers:
+        task_failed.send(sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs)
+    if meta.get("background"):
+        result_id = meta.get("result_id")
+        record_failure(task, job, error, attempt, args, kwargs, result_id if isinstance(result_id, str) else None)
+
+
+def _resubmit(
+    task: GearmanTask[..., Any], job: Job, args: list[Any], kwargs: dict[str, Any], meta: dict[str, Any], attempt: int, delay: float
+) -> None:
+    """Queue the next attempt of a background job on the server this one came from."""
+    data = encode_call(args, kwargs, {**meta, "attempt": attempt})
+    # A new unique key: the old one still belongs to this job until it completes, and a job
+    # submitted under it now would coalesce into this one and be lost. A connection of its own
+    # (retries are rare): the worker's connection is in the middle of this job.
+    with GearmanClient([str(job.server)]) as client:
+        client.submit_background(job.function, data, run_at=time.time() + delay)
