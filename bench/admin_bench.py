@@ -44,8 +44,8 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import override_settings, setup_test_environment  # noqa: E402
 
-from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: E402
 from django_gearman.gearman import GearmanClient  # noqa: E402
+from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: E402
 from django_gearman.gearman.protocol.constants import Priority  # noqa: E402
 from tests.helpers import worker_thread  # noqa: E402
 from tests.peers import EmbeddedServer, Gearmand, gearadmin_path  # noqa: E402
@@ -68,7 +68,10 @@ def fill(address: str, functions: int, jobs: int) -> None:
     priorities = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
     with GearmanClient([address]) as client:
         for start in range(0, jobs, 1000):
-            batch = [(f"bench_fn_{n % functions}", b"x" * 100) for n in range(start, min(start + 1000, jobs))]
+            batch = [
+                (f"bench_fn_{n % functions}", b"x" * 100)
+                for n in range(start, min(start + 1000, jobs))
+            ]
             client.submit_background_many(batch, priority=priorities[(start // 1000) % 3])
 
 
@@ -85,7 +88,9 @@ def measure(kind: str, args: argparse.Namespace, browser: Client) -> dict[str, f
         server.stop()
 
 
-def measure_pages(kind: str, address: str, args: argparse.Namespace, browser: Client) -> dict[str, float]:
+def measure_pages(
+    kind: str, address: str, args: argparse.Namespace, browser: Client
+) -> dict[str, float]:
     host, port = address.rsplit(":", 1)
     gearadmin = gearadmin_path()
     row: dict[str, float] = {}
@@ -101,7 +106,9 @@ def measure_pages(kind: str, address: str, args: argparse.Namespace, browser: Cl
         if kind == "embedded":
             row["show queue 500"] = median_ms(lambda: admin.show_queue(500), args.runs)
     row["gearadmin --status"] = median_ms(
-        lambda: subprocess.run([gearadmin, "-h", host, "-p", port, "--status"], capture_output=True, check=True),
+        lambda: subprocess.run(
+            [gearadmin, "-h", host, "-p", port, "--status"], capture_output=True, check=True
+        ),
         args.runs,
     )
     with override_settings(GEARMAN={"default": {"SERVERS": [address]}}):
@@ -116,7 +123,9 @@ def measure_pages(kind: str, address: str, args: argparse.Namespace, browser: Cl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 jobs over 20 functions, 5 runs")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--functions", type=int, default=200)
@@ -132,12 +141,16 @@ def main() -> int:
     browser.force_login(User.objects.get(username="bench"))
 
     results = {kind: measure(kind, args, browser) for kind in ("embedded", "gearmand")}
-    print(f"\n{args.jobs} queued jobs over {args.functions} functions, 1 worker with 50 functions; median ms of {args.runs}")
+    print(
+        f"\n{args.jobs} queued jobs over {args.functions} functions, 1 worker with 50 functions; median ms of {args.runs}"
+    )
     print(f"{'':24} {'embedded':>10} {'gearmand':>10} {'ratio':>7}")
     for name in results["embedded"]:
         ours, theirs = results["embedded"][name], results["gearmand"].get(name)
         ratio = f"{ours / theirs:6.2f}x" if theirs else "      -"
-        print(f"{name:24} {ours:10.2f} {theirs if theirs is not None else float('nan'):10.2f} {ratio}")
+        print(
+            f"{name:24} {ours:10.2f} {theirs if theirs is not None else float('nan'):10.2f} {ratio}"
+        )
     return 0
 
 

@@ -55,7 +55,9 @@ def measure(cfg: dict[str, int], log: Any) -> dict[str, float]:
     celery_app.REDIS = url
     celery_app.app.conf.broker_url = f"{url}/0"
     celery_app.app.conf.result_backend = f"{url}/1"
-    celery_app.app.conf.result_backend_transport_options = {"retry_policy": {"max_retries": 1, "timeout": 1.0}}
+    celery_app.app.conf.result_backend_transport_options = {
+        "retry_policy": {"max_retries": 1, "timeout": 1.0}
+    }
     counter = redis.Redis.from_url(f"{url}/2")
     worker = None
     out: dict[str, list[float]] = {"background": [], "e2e": [], "p50": [], "p99": []}

@@ -310,8 +310,8 @@ class Server:
         else:
             raise ValueError(kind)
         env = server_env()
-        self.stdout = open(self.dir / "stdout", "wb")  # noqa: SIM115 - closed in stop()
-        self.stderr = open(self.dir / "stderr", "wb")  # noqa: SIM115
+        self.stdout = open(self.dir / "stdout", "wb")
+        self.stderr = open(self.dir / "stderr", "wb")
         self.process = subprocess.Popen(
             argv,
             cwd=REPO_ROOT,
@@ -426,7 +426,9 @@ def bench_server(kind: str, cfg: dict) -> dict:
             out["bg"].append(submit(server, cfg, cfg["bg_count"], "bench_bg", f"bg{i}", limit))
 
     for i in range(bg_runs):
-        log(f"{kind}: durable background submit run {i + 1}/{bg_runs} ({cfg['bg_count']:,} jobs, SQLite)")
+        log(
+            f"{kind}: durable background submit run {i + 1}/{bg_runs} ({cfg['bg_count']:,} jobs, SQLite)"
+        )
         with Server(kind, durable=True, loop=loop) as server:
             # gearmand's libsqlite3 queue commits every job on its own (about 1,300/s here):
             # a short limit keeps its five runs from taking minutes.

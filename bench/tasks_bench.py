@@ -59,9 +59,28 @@ def log(message: str) -> None:
 
 
 def start_worker(address: str, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GEARMAN_URL": f"gearman://{address}", "PYTHONPATH": str(REPO), "DJANGO_SETTINGS_MODULE": "bench.tasks_settings"}
-    argv = [sys.executable, "-m", "django", "gearman_worker", "--noreload", "--concurrency", str(concurrency), "--pool", "processes", "--log-level", "WARNING"]
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "GEARMAN_URL": f"gearman://{address}",
+        "PYTHONPATH": str(REPO),
+        "DJANGO_SETTINGS_MODULE": "bench.tasks_settings",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "django",
+        "gearman_worker",
+        "--noreload",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "processes",
+        "--log-level",
+        "WARNING",
+    ]
+    return subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -92,11 +111,17 @@ def wait_workers(address: str, function: str, count: int, timeout: float = 30) -
 
 
 def measure(server_kind: str, cfg: dict[str, int]) -> dict[str, float]:
-    server = EmbeddedServer() if server_kind == "embedded" else Gearmand(extra_args=["--hashtable-buckets", "1000003"])
+    server = (
+        EmbeddedServer()
+        if server_kind == "embedded"
+        else Gearmand(extra_args=["--hashtable-buckets", "1000003"])
+    )
     server.start()
     out: dict[str, list[float]] = {"background": [], "batched": [], "e2e": [], "p50": [], "p99": []}
     try:
-        with override_settings(GEARMAN={"default": {"SERVERS": [server.address], "OPTIONS": {"timeout": 60}}}):
+        with override_settings(
+            GEARMAN={"default": {"SERVERS": [server.address], "OPTIONS": {"timeout": 60}}}
+        ):
             function = noop.function_name
             noop.background(0, 0, "")  # connect, make the function known
             for run in range(cfg["runs"]):
@@ -119,7 +144,9 @@ def measure(server_kind: str, cfg: dict[str, int]) -> dict[str, float]:
                 if not wait_idle(server.address, function, 120):
                     raise RuntimeError("the worker did not drain the queue")
                 for run in range(cfg["runs"]):
-                    log(f"{server_kind}: end to end through gearman_worker --concurrency 2, run {run + 1}")
+                    log(
+                        f"{server_kind}: end to end through gearman_worker --concurrency 2, run {run + 1}"
+                    )
                     n = cfg["e2e"]
                     started = time.perf_counter()
                     with batch():
@@ -151,9 +178,23 @@ def main() -> int:
     parser.add_argument("--servers", default="embedded,gearmand")
     parser.add_argument("--no-celery", action="store_true", help="leave out Celery with Redis")
     options = parser.parse_args()
-    cfg = {"runs": 3, "one_by_one": 5_000, "batched": 50_000, "e2e": 50_000, "celery_e2e": 10_000, "submits": 2_000}
+    cfg = {
+        "runs": 3,
+        "one_by_one": 5_000,
+        "batched": 50_000,
+        "e2e": 50_000,
+        "celery_e2e": 10_000,
+        "submits": 2_000,
+    }
     if options.quick:
-        cfg = {"runs": 1, "one_by_one": 2_000, "batched": 20_000, "e2e": 20_000, "celery_e2e": 5_000, "submits": 500}
+        cfg = {
+            "runs": 1,
+            "one_by_one": 2_000,
+            "batched": 20_000,
+            "e2e": 20_000,
+            "celery_e2e": 5_000,
+            "submits": 500,
+        }
     if options.runs:
         cfg["runs"] = options.runs
     results = {kind: measure(kind, cfg) for kind in options.servers.split(",")}
@@ -166,7 +207,9 @@ def main() -> int:
         else:
             print(f"celery+redis: not measured ({why_not})")
     print()
-    print(f"@gearman_task, {os.cpu_count()} CPUs, median of {cfg['runs']} run(s); no-op task (2 ints, 100-byte str)")
+    print(
+        f"@gearman_task, {os.cpu_count()} CPUs, median of {cfg['runs']} run(s); no-op task (2 ints, 100-byte str)"
+    )
     kinds = list(results)
     header = f"{'metric':<44}" + "".join(f"{k:>14}" for k in kinds) + "   target"
     print(header)
@@ -179,7 +222,10 @@ def main() -> int:
         ("p99", ".submit() round trip p99, ms", "{:.3f}"),
     ]
     for key, label, fmt in rows:
-        cells = "".join(f"{'-' if results[k][key] != results[k][key] else fmt.format(results[k][key]):>14}" for k in kinds)
+        cells = "".join(
+            f"{'-' if results[k][key] != results[k][key] else fmt.format(results[k][key]):>14}"
+            for k in kinds
+        )
         target = TARGETS.get(key, ("", None))[0]
         print(f"{label:<44}{cells}   {target}")
     return 0

@@ -84,14 +84,23 @@ class GearmanBackend(BaseTaskBackend):
             id=result_id, task_path=task.module_path, backend=self.alias, queue_name=task.queue_name,
             priority=task.priority, args=args, kwargs=kwargs, enqueued_at=now, run_after=task.run_after,
         )  # fmt: skip
-        meta = {"task": task.module_path, "result_id": result_id, "backend": self.alias, "background": True}
+        meta = {
+            "task": task.module_path,
+            "result_id": result_id,
+            "backend": self.alias,
+            "background": True,
+        }
         data = encode_call(args, kwargs, meta)
         client = clients[self.gearman_alias]
         function = self.function_name(task.queue_name)
         if task.run_after is not None:
-            handle = client.submit_background(function, data, unique=result_id, run_at=task.run_after)
+            handle = client.submit_background(
+                function, data, unique=result_id, run_at=task.run_after
+            )
         else:
-            handle = client.submit_background(function, data, unique=result_id, priority=tasks_priority(task.priority))
+            handle = client.submit_background(
+                function, data, unique=result_id, priority=tasks_priority(task.priority)
+            )
         TaskResultRecord.objects.filter(pk=record.pk).update(job_handle=str(handle))
         result = _to_result(task, record)
         task_enqueued.send(type(self), task_result=result)
@@ -105,7 +114,10 @@ class GearmanBackend(BaseTaskBackend):
         except TaskResultRecord.DoesNotExist:
             raise TaskResultDoesNotExist(result_id) from None
         task = _import_task(record.task_path)
-        return _to_result(task.using(priority=record.priority, queue_name=record.queue_name, backend=self.alias), record)
+        return _to_result(
+            task.using(priority=record.priority, queue_name=record.queue_name, backend=self.alias),
+            record,
+        )
 
 
 def worker_functions() -> dict[str, Callable[[Job], bytes]]:
@@ -200,7 +212,10 @@ def _to_result(task: Task, record: Any) -> TaskResult:
         args=record.args,
         kwargs=record.kwargs,
         backend=record.backend,
-        errors=[TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"]) for e in record.errors],
+        errors=[
+            TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"])
+            for e in record.errors
+        ],
         worker_ids=list(record.worker_ids),
     )
     object.__setattr__(result, "_return_value", record.return_value)

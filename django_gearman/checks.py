@@ -15,7 +15,10 @@ __all__ = ["check_gearman_settings", "check_tasks"]
 @register(Tags.compatibility, "django_gearman")
 def check_gearman_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001-E007: the ``GEARMAN`` setting (see :func:`django_gearman.conf.check_settings`)."""
-    return [Error(message, hint=hint, id=f"django_gearman.{code}") for code, message, hint in conf.check_settings()]
+    return [
+        Error(message, hint=hint, id=f"django_gearman.{code}")
+        for code, message, hint in conf.check_settings()
+    ]
 
 
 @register(Tags.compatibility, "django_gearman")

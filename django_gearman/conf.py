@@ -123,7 +123,9 @@ def get_settings(alias: str = DEFAULT_ALIAS) -> AliasSettings:
     if _cache is None:
         problems = check_settings()
         if problems:
-            raise InvalidGearmanSettings("; ".join(f"{message} ({hint})" for _, message, hint in problems))
+            raise InvalidGearmanSettings(
+                "; ".join(f"{message} ({hint})" for _, message, hint in problems)
+            )
         _cache = {name: _parse(name, value) for name, value in raw_settings().items()}
     try:
         return _cache[alias]
@@ -145,13 +147,25 @@ def check_settings() -> list[tuple[str, str, str]]:
     raw = raw_settings()
     example = 'GEARMAN = {"default": {"SERVERS": ["127.0.0.1:4730"]}}'
     if not isinstance(raw, dict):
-        return [("E001", f"GEARMAN must be a dict of aliases, not {type(raw).__name__}.", f"For example: {example}")]
+        return [
+            (
+                "E001",
+                f"GEARMAN must be a dict of aliases, not {type(raw).__name__}.",
+                f"For example: {example}",
+            )
+        ]
     if DEFAULT_ALIAS not in raw:
         problems.append(("E002", 'GEARMAN has no "default" alias.', f"Add one, e.g. {example}"))
     for alias, value in raw.items():
         where = f"GEARMAN[{alias!r}]"
         if not isinstance(value, dict):
-            problems.append(("E001", f"{where} must be a dict, not {type(value).__name__}.", f"For example: {example}"))
+            problems.append(
+                (
+                    "E001",
+                    f"{where} must be a dict, not {type(value).__name__}.",
+                    f"For example: {example}",
+                )
+            )
             continue
         unknown = set(value) - _ALIAS_KEYS - {"MODE"}
         if unknown:
@@ -188,7 +202,13 @@ def check_settings() -> list[tuple[str, str, str]]:
             ))  # fmt: skip
         options = value.get("OPTIONS", {})
         if not isinstance(options, dict):
-            problems.append(("E007", f"{where}['OPTIONS'] must be a dict, not {type(options).__name__}.", "For example: {\"timeout\": 30}."))
+            problems.append(
+                (
+                    "E007",
+                    f"{where}['OPTIONS'] must be a dict, not {type(options).__name__}.",
+                    'For example: {"timeout": 30}.',
+                )
+            )
         else:
             bad = set(options) - _CLIENT_OPTIONS
             if bad:

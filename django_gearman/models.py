@@ -27,11 +27,15 @@ class TaskResultRecord(models.Model):
     backend = models.CharField(max_length=64)
     queue_name = models.CharField("queue", max_length=64)
     priority = models.IntegerField(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.READY, db_index=True
+    )
     args = models.JSONField(default=list)
     kwargs = models.JSONField(default=dict)
     return_value = models.JSONField(null=True, blank=True)
-    errors = models.JSONField(default=list, help_text="[{exception_class_path, traceback}], one per failed attempt")
+    errors = models.JSONField(
+        default=list, help_text="[{exception_class_path, traceback}], one per failed attempt"
+    )
     worker_ids = models.JSONField(default=list)
     job_handle = models.CharField(max_length=255, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True, db_index=True)

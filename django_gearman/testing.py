@@ -160,7 +160,12 @@ class _LocalJob(Job):
     __slots__ = ("_task", "error")
 
     def __init__(self, task: Task) -> None:
-        assigned = JobAssigned(str(task.handle).encode(), task.function.encode(), (task.unique or "").encode(), task.data)
+        assigned = JobAssigned(
+            str(task.handle).encode(),
+            task.function.encode(),
+            (task.unique or "").encode(),
+            task.data,
+        )
         super().__init__(None, assigned)
         self._task = task
         self.error: BaseException | None = None
@@ -173,7 +178,9 @@ class _LocalJob(Job):
         self._event(WorkData(self.handle, data.encode() if isinstance(data, str) else bytes(data)))
 
     def send_warning(self, data: bytes | str) -> None:
-        self._event(WorkWarning(self.handle, data.encode() if isinstance(data, str) else bytes(data)))
+        self._event(
+            WorkWarning(self.handle, data.encode() if isinstance(data, str) else bytes(data))
+        )
 
     def send_status(self, numerator: int, denominator: int) -> None:
         self._event(WorkStatus(self.handle, int(numerator), int(denominator)))

@@ -95,7 +95,9 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
 
     def get(self, path: str, timeout: float = 60) -> tuple[int, str]:
-        return self._open(urllib.request.Request(urllib.parse.urljoin(self.base_url, path)), timeout)
+        return self._open(
+            urllib.request.Request(urllib.parse.urljoin(self.base_url, path)), timeout
+        )
 
     def post(self, path: str, fields: dict[str, str], timeout: float = 60) -> tuple[int, str]:
         url = urllib.parse.urljoin(self.base_url, path)
@@ -116,7 +118,9 @@ def signup(browser: Browser, username: str, email: str) -> str:
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
     if status != 200 or token is None:
         raise DemoError(f"GET / answered {status} without a signup form")
-    status, page = browser.post("/", {"csrfmiddlewaretoken": token.group(1), "username": username, "email": email})
+    status, page = browser.post(
+        "/", {"csrfmiddlewaretoken": token.group(1), "username": username, "email": email}
+    )
     if status != 200 or email not in page:
         raise DemoError(f"POST / answered {status}, not the thanks page:\n{text_of(page)}")
     return text_of(re.search(r'<p id="thanks">(.*?)</p>', page, re.S).group(1))  # type: ignore[union-attr]
@@ -136,7 +140,9 @@ def report(browser: Browser, days: int) -> tuple[list[str], Any]:
     status, page = browser.get(f"/report/?days={days}")
     error = re.search(r'<p id="error">(.*?)</p>', page, re.S)
     if status != 200 or error:
-        raise DemoError(f"/report/ answered {status}: {text_of(error.group(1)) if error else text_of(page)}")
+        raise DemoError(
+            f"/report/ answered {status}: {text_of(error.group(1)) if error else text_of(page)}"
+        )
     steps = re.findall(r'<li class="step">(\d+/\d+)</li>', page)
     result = re.search(r'<pre id="result">(.*?)</pre>', page, re.S)
     if result is None:
@@ -152,10 +158,17 @@ def admin_overview(browser: Browser, username: str, password: str, address: str)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
     if status != 200 or token is None:
         raise DemoError(f"GET {login} answered {status} without a login form")
-    fields = {"csrfmiddlewaretoken": token.group(1), "username": username, "password": password, "next": overview}
+    fields = {
+        "csrfmiddlewaretoken": token.group(1),
+        "username": username,
+        "password": password,
+        "next": overview,
+    }
     status, page = browser.post(login, fields)
     if status != 200 or f'data-server="{address}" data-up="1"' not in page:
-        raise DemoError(f"the admin overview ({status}) does not show {address} up:\n{text_of(page)[:2000]}")
+        raise DemoError(
+            f"the admin overview ({status}) does not show {address} up:\n{text_of(page)[:2000]}"
+        )
     return re.findall(r'<tr data-function="([^"]+)">', page)
 
 
@@ -164,22 +177,52 @@ def text_of(fragment: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8000/", help="the web server (runserver)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:8000/", help="the web server (runserver)"
+    )
     parser.add_argument("--gearman", default="127.0.0.1:4730", help="the job server, host:port")
-    parser.add_argument("--mail-dir", type=Path, required=True, help="EMAIL_FILE_PATH of the project")
+    parser.add_argument(
+        "--mail-dir", type=Path, required=True, help="EMAIL_FILE_PATH of the project"
+    )
     parser.add_argument("--days", type=int, default=5, help="steps of the report")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each step")
-    parser.add_argument("--admin", metavar="USER:PASSWORD", help="also check the admin's queue overview as this user")
-    parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID", help="fail early if this process exits")
+    parser.add_argument(
+        "--admin",
+        metavar="USER:PASSWORD",
+        help="also check the admin's queue overview as this user",
+    )
+    parser.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="NAME=PID",
+        help="fail early if this process exits",
+    )
     args = parser.parse_args(argv)
-    watcher = Watcher({name: int(pid) for name, _, pid in (item.partition("=") for item in args.watch)})
+    watcher = Watcher(
+        {name: int(pid) for name, _, pid in (item.partition("=") for item in args.watch)}
+    )
     try:
-        version = wait("the job server", lambda: server_version(args.gearman), args.timeout, watcher)
+        version = wait(
+            "the job server", lambda: server_version(args.gearman), args.timeout, watcher
+        )
         print(f"==> job server {args.gearman} is up ({version})")
-        wait("the web server", lambda: Browser(args.url).get("/", timeout=5)[0] == 200, args.timeout, watcher)
+        wait(
+            "the web server",
+            lambda: Browser(args.url).get("/", timeout=5)[0] == 200,
+            args.timeout,
+            watcher,
+        )
         print(f"==> web server {args.url} is up")
-        wait(f"a worker offering {', '.join(FUNCTIONS)}", lambda: worker_ready(args.gearman), args.timeout, watcher)
+        wait(
+            f"a worker offering {', '.join(FUNCTIONS)}",
+            lambda: worker_ready(args.gearman),
+            args.timeout,
+            watcher,
+        )
         print("==> a worker is ready")
 
         name = f"newcomer-{secrets.token_hex(3)}"
@@ -188,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         browser = Browser(args.url)
         print(f"==> signing up {name} <{email}> at {args.url}")
         print("   ", signup(browser, name, email))
-        mail = wait(f"the welcome mail to {email} in {args.mail_dir}", lambda: mail_to(args.mail_dir, email, before), args.timeout, watcher)
+        mail = wait(
+            f"the welcome mail to {email} in {args.mail_dir}",
+            lambda: mail_to(args.mail_dir, email, before),
+            args.timeout,
+            watcher,
+        )
         print(f"==> the worker sent the welcome mail, {mail}")
 
         print(f"==> GET /report/?days={args.days} (a foreground task that reports progress)")
@@ -199,11 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         if steps != expected:
             raise DemoError(f"the report's progress was {steps}, expected {expected}")
         if result.get("latest_signup") != name:
-            raise DemoError(f"the report's latest signup is {result.get('latest_signup')!r}, expected {name!r}")
+            raise DemoError(
+                f"the report's latest signup is {result.get('latest_signup')!r}, expected {name!r}"
+            )
 
         if args.admin:
             user, _, password = args.admin.partition(":")
-            print(f"==> the admin's queue overview, {urllib.parse.urljoin(args.url, '/admin/django_gearman/queuestatus/')}")
+            print(
+                f"==> the admin's queue overview, {urllib.parse.urljoin(args.url, '/admin/django_gearman/queuestatus/')}"
+            )
             functions = admin_overview(Browser(args.url), user, password, args.gearman)
             print(f"    {args.gearman} is up; functions: {', '.join(functions) or '(none)'}")
             missing = set(FUNCTIONS) - set(functions)

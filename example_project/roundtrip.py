@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: E402
 from django_gearman.gearman import GearmanClient, Task  # noqa: E402
+from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: E402
 from django_gearman.gearman.worker import Job, Worker  # noqa: E402
 
 log = logging.getLogger("django_gearman.demo")
@@ -48,7 +48,11 @@ def count_to_three(job: Job) -> str:
 
 def run_worker(address: str) -> None:
     worker = Worker([address], client_id="demo-worker")
-    for name, function in [("demo.reverse", reverse), ("demo.send_signup_mail", send_signup_mail), ("demo.count", count_to_three)]:
+    for name, function in [
+        ("demo.reverse", reverse),
+        ("demo.send_signup_mail", send_signup_mail),
+        ("demo.count", count_to_three),
+    ]:
         worker.register(name, function)
     worker.work()
 
@@ -69,9 +73,25 @@ def main() -> int:
     with tempfile.NamedTemporaryFile(suffix=".log") as server_log:
         if "--gearmand" in sys.argv:
             gearmand = shutil.which("gearmand") or "/usr/sbin/gearmand"
-            command = [gearmand, "-L", "127.0.0.1", "-p", str(port), "-t", "0", f"--log-file={server_log.name}"]
+            command = [
+                gearmand,
+                "-L",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-t",
+                "0",
+                f"--log-file={server_log.name}",
+            ]
         else:
-            command = [sys.executable, "-m", "django_gearman.server", address, "--log-level", "WARNING"]
+            command = [
+                sys.executable,
+                "-m",
+                "django_gearman.server",
+                address,
+                "--log-level",
+                "WARNING",
+            ]
         server = subprocess.Popen(command, cwd=ROOT)
         worker = None
         try:
@@ -87,17 +107,24 @@ def main() -> int:
                     time.sleep(0.05)
             worker = subprocess.Popen([sys.executable, __file__, "--worker", address])
             with GearmanClient([address], timeout=10) as client:
-                print("foreground  demo.reverse('hello') ->", client.submit("demo.reverse", b"hello"))
+                print(
+                    "foreground  demo.reverse('hello') ->", client.submit("demo.reverse", b"hello")
+                )
                 handle = client.submit_background("demo.send_signup_mail", b"newcomer@example.com")
                 print("background  demo.send_signup_mail ->", handle)
-                tasks = client.run_tasks([Task("demo.reverse", w.encode()) for w in ("one", "two", "three")])
+                tasks = client.run_tasks(
+                    [Task("demo.reverse", w.encode()) for w in ("one", "two", "three")]
+                )
                 print("task set    ->", [t.result for t in tasks])
                 for event in client.stream("demo.count"):
                     print("progress    ->", event)
                 deadline = time.monotonic() + 10
                 while client.get_status(handle).known and time.monotonic() < deadline:
                     time.sleep(0.05)
-                print("signup mail written to", Path(tempfile.gettempdir()) / "django_gearman_demo_outbox.txt")
+                print(
+                    "signup mail written to",
+                    Path(tempfile.gettempdir()) / "django_gearman_demo_outbox.txt",
+                )
             print("status      ->", admin.status())
             print("workers     ->", [w for w in admin.workers() if w.functions])
         finally:

@@ -68,7 +68,13 @@ def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Gea
         gearmand_path()
     servers: list[Gearmand] = []
 
-    def make(port: int | None = None, *, extra_args: Sequence[str] = (), queue_db: Any = None, start: bool = True) -> Gearmand:
+    def make(
+        port: int | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        queue_db: Any = None,
+        start: bool = True,
+    ) -> Gearmand:
         server = cls(port, extra_args=extra_args, queue_db=queue_db)
         servers.append(server)
         if start:

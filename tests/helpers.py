@@ -16,7 +16,9 @@ from django_gearman.gearman.server.store import MemoryStore
 from django_gearman.gearman.worker import Worker
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -30,7 +32,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 
 @contextlib.contextmanager
 def worker_thread(
-    servers: str | list[str], functions: dict[str, Callable], *, timeouts: dict[str, float] | None = None, **options: Any
+    servers: str | list[str],
+    functions: dict[str, Callable],
+    *,
+    timeouts: dict[str, float] | None = None,
+    **options: Any,
 ) -> Iterator[Worker]:
     """Run a :class:`Worker` offering ``functions`` in a thread; stop and join it on exit."""
     worker = Worker(servers, reconnect_delay=options.pop("reconnect_delay", 0.05), **options)
@@ -70,7 +76,9 @@ class MemoryServer:
         self.pending: list[Any] = []
         self.held: list[Any] = []
         self.timers: list[_Timer] = []
-        self.state = ServerState(call_later=self._call_later, store=self.store, handle_prefix=b"H:memory")
+        self.state = ServerState(
+            call_later=self._call_later, store=self.store, handle_prefix=b"H:memory"
+        )
         self.links: list[tuple[Any, Any]] = []
 
     def schedule_flush(self) -> None:

@@ -344,7 +344,14 @@ class EmbeddedServer(Gearmand):
     def command(self) -> list[str]:
         import sys
 
-        cmd = [sys.executable, "-m", "django_gearman.server", self.address, "--log-level", "WARNING"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "django_gearman.server",
+            self.address,
+            "--log-level",
+            "WARNING",
+        ]
         cmd += ["--queue", self.queue_db or "memory"]
         return cmd + list(self.extra_args)
 

@@ -25,7 +25,11 @@ DATABASES = {
         # A file, not shared-cache memory: worker threads write task results while the test
         # reads them, and only a file database waits for a lock (SQLite's busy timeout)
         # instead of failing at once with "database table is locked".
-        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"django-gearman-tests-{os.getpid()}.sqlite3")},
+        "TEST": {
+            "NAME": os.path.join(
+                tempfile.gettempdir(), f"django-gearman-tests-{os.getpid()}.sqlite3"
+            )
+        },
     }
 }
 
@@ -34,7 +38,12 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The Django Tasks framework on Gearman: django.tasks on Django 6, the backport on 5.2.
-TASKS = {"default": {"BACKEND": "django_gearman.backends.GearmanBackend", "QUEUES": ["default", "reports"]}}
+TASKS = {
+    "default": {
+        "BACKEND": "django_gearman.backends.GearmanBackend",
+        "QUEUES": ["default", "reports"],
+    }
+}
 try:
     import django.tasks  # noqa: F401
 except ImportError:

@@ -15,13 +15,12 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.backends import worker_functions
 from django_gearman.gearman import GearmanClient
-from django_gearman.models import TaskResultRecord
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.protocol.constants import Priority
+from django_gearman.models import TaskResultRecord
 from django_gearman.tasks.runner import job_callback
-
 from tests.helpers import wait_for, worker_thread
 from tests.peers import free_port
 from tests.taskapp import framework_tasks as ft
@@ -39,7 +38,9 @@ VIEW_PERMISSIONS = ["view_queuestatus", "view_workerlist", "view_joblist", "view
 
 def _staff(username: str, *codenames: str) -> Client:
     user = User.objects.create_user(username, password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="django_gearman", codename__in=codenames))
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="django_gearman", codename__in=codenames)
+    )
     client = Client()
     client.force_login(user)
     return client
@@ -55,7 +56,9 @@ def down_only() -> Iterator[str]:
 
 @pytest.fixture
 def server(gearman_server) -> Iterator[Any]:
-    with override_settings(GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 15}}}):
+    with override_settings(
+        GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 15}}}
+    ):
         yield gearman_server
 
 
@@ -77,7 +80,9 @@ def _cell(html: str, function: str, column: str) -> int:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_anonymous_users_are_sent_to_the_login_page(client: Client, down_only: str, page: str) -> None:
+def test_anonymous_users_are_sent_to_the_login_page(
+    client: Client, down_only: str, page: str
+) -> None:
     response = client.get(reverse(page))
     assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
 
@@ -96,9 +101,15 @@ def test_viewers_see_the_pages_but_may_not_act(down_only: str) -> None:
     assert "Queue status" in index and "Workers" in index and "Jobs" in index
     cancel = reverse("admin:django_gearman_cancel_job")
     assert viewer.get(cancel, {"server": down_only, "handle": "H:x:1"}).status_code == 403
-    assert viewer.post(cancel, {"server": down_only, "handle": "H:x:1", "confirm": "yes"}).status_code == 403
+    assert (
+        viewer.post(cancel, {"server": down_only, "handle": "H:x:1", "confirm": "yes"}).status_code
+        == 403
+    )
     drop = reverse("admin:django_gearman_drop_function")
-    assert viewer.post(drop, {"server": down_only, "function": "f", "confirm": "yes"}).status_code == 403
+    assert (
+        viewer.post(drop, {"server": down_only, "function": "f", "confirm": "yes"}).status_code
+        == 403
+    )
     assert not LogEntry.objects.exists()
 
 
@@ -107,10 +118,13 @@ def test_the_section_is_absent_for_staff_without_permissions(down_only: str) -> 
     assert index.status_code == 200 and "Queue status" not in index.content.decode()
 
 
-def test_actions_refuse_servers_that_are_not_configured(admin_client: Client, down_only: str) -> None:
+def test_actions_refuse_servers_that_are_not_configured(
+    admin_client: Client, down_only: str
+) -> None:
     elsewhere = f"127.0.0.1:{free_port()}"
     response = admin_client.post(
-        reverse("admin:django_gearman_cancel_job"), {"server": elsewhere, "handle": "H:x:1", "confirm": "yes"}
+        reverse("admin:django_gearman_cancel_job"),
+        {"server": elsewhere, "handle": "H:x:1", "confirm": "yes"},
     )
     assert response.status_code == 404
 
@@ -126,7 +140,9 @@ def test_a_down_server_shows_its_error_not_a_500(admin_client: Client, down_only
         assert f'data-server="{down_only}" data-up="0"' in html and "Connection refused" in html
 
 
-def test_overview_shows_queues_by_priority_running_jobs_and_workers(admin_client: Client, server: Any) -> None:
+def test_overview_shows_queues_by_priority_running_jobs_and_workers(
+    admin_client: Client, server: Any
+) -> None:
     address = server.address
     with GearmanClient([address]) as client:
         client.submit_background("adm_a", b"1", priority=Priority.HIGH, unique="a1")
@@ -134,13 +150,20 @@ def test_overview_shows_queues_by_priority_running_jobs_and_workers(admin_client
         client.submit_background("adm_a", b"3", priority=Priority.LOW, unique="a3")
         client.submit_background("adm_b", b"4", unique="b1")
     with worker_thread([address], {"adm_c": lambda job: b""}, client_id="adm-worker"):
-        wait_for(lambda: "adm-worker" in admin_client.get(reverse(WORKERS)).content.decode(), what="the worker")
+        wait_for(
+            lambda: "adm-worker" in admin_client.get(reverse(WORKERS)).content.decode(),
+            what="the worker",
+        )
         response = admin_client.get(reverse(OVERVIEW))
         html = response.content.decode()
         with GearmanAdminClient(address) as admin:
             status = {row.function: row for row in admin.status()}
     assert response.status_code == 200 and f'data-server="{address}" data-up="1"' in html
-    assert (_cell(html, "adm_a", "high"), _cell(html, "adm_a", "normal"), _cell(html, "adm_a", "low")) == (2, 0, 1)
+    assert (
+        _cell(html, "adm_a", "high"),
+        _cell(html, "adm_a", "normal"),
+        _cell(html, "adm_a", "low"),
+    ) == (2, 0, 1)
     assert _cell(html, "adm_a", "queued") == status["adm_a"].queued == 3
     assert _cell(html, "adm_b", "normal") == _cell(html, "adm_b", "queued") == 1
     assert _cell(html, "adm_c", "workers") == status["adm_c"].available_workers == 1
@@ -158,15 +181,29 @@ def test_the_fragment_is_the_tables_alone(admin_client: Client, server: Any) -> 
     assert _cell(html, "adm_frag", "queued") == 1
 
 
-def test_workers_page_lists_client_id_address_and_functions(admin_client: Client, server: Any) -> None:
-    with worker_thread([server.address], {"adm_w1": lambda job: b"", "adm_w2": lambda job: b""}, client_id="adm-w"):
-        wait_for(lambda: "adm-w" in admin_client.get(reverse(WORKERS)).content.decode(), what="the worker")
+def test_workers_page_lists_client_id_address_and_functions(
+    admin_client: Client, server: Any
+) -> None:
+    with worker_thread(
+        [server.address], {"adm_w1": lambda job: b"", "adm_w2": lambda job: b""}, client_id="adm-w"
+    ):
+        wait_for(
+            lambda: "adm-w" in admin_client.get(reverse(WORKERS)).content.decode(),
+            what="the worker",
+        )
         html = admin_client.get(reverse(WORKERS)).content.decode()
     row = re.search(r'<tr data-client-id="adm-w">(.*?)</tr>', html, re.S)
-    assert row and "adm_w1" in row.group(1) and "adm_w2" in row.group(1) and "127.0.0.1" in row.group(1)
+    assert (
+        row
+        and "adm_w1" in row.group(1)
+        and "adm_w2" in row.group(1)
+        and "127.0.0.1" in row.group(1)
+    )
 
 
-def test_jobs_page_lists_jobs_with_what_each_server_gives(admin_client: Client, server: Any) -> None:
+def test_jobs_page_lists_jobs_with_what_each_server_gives(
+    admin_client: Client, server: Any
+) -> None:
     with GearmanClient([server.address]) as client:
         high = client.submit_background("adm_jobs", b"1", priority=Priority.HIGH, unique="j-high")
         later = client.submit_background("adm_jobs", b"2", unique="j-later", run_at=4_000_000_000)
@@ -174,13 +211,28 @@ def test_jobs_page_lists_jobs_with_what_each_server_gives(admin_client: Client, 
     html = response.content.decode()
     assert response.status_code == 200 and f'data-handle="{high}"' in html
     if server.kind == "embedded":  # `show queue`: function, priority, state and times
-        row = re.search(rf'<tr data-handle="{re.escape(str(high))}" data-state="queued">(.*?)</tr>', html, re.S)
-        assert row and "adm_jobs" in row.group(1) and "j-high" in row.group(1) and 'data-col="priority">high' in row.group(1)
+        row = re.search(
+            rf'<tr data-handle="{re.escape(str(high))}" data-state="queued">(.*?)</tr>', html, re.S
+        )
+        assert (
+            row
+            and "adm_jobs" in row.group(1)
+            and "j-high" in row.group(1)
+            and 'data-col="priority">high' in row.group(1)
+        )
         assert re.search(r"<time datetime=\"\d{4}-\d\d-\d\dT", row.group(1))  # the enqueue time
-        scheduled = re.search(rf'<tr data-handle="{re.escape(str(later))}" data-state="scheduled">(.*?)</tr>', html, re.S)
+        scheduled = re.search(
+            rf'<tr data-handle="{re.escape(str(later))}" data-state="scheduled">(.*?)</tr>',
+            html,
+            re.S,
+        )
         assert scheduled and "2096-10-02" in scheduled.group(1)  # run at 4e9 s after the epoch
     else:  # gearmand: handles from `show jobs`, and the page says what it cannot show
-        assert "gives only job handles" in html and "j-high" in html and f'data-handle="{later}"' in html
+        assert (
+            "gives only job handles" in html
+            and "j-high" in html
+            and f'data-handle="{later}"' in html
+        )
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -192,7 +244,10 @@ def test_cancel_a_job_confirms_checks_csrf_and_logs(server: Any, manager: Client
     url = reverse("admin:django_gearman_cancel_job")
     params = {"server": server.address, "handle": handle}
     confirm = manager.get(url, params)
-    assert confirm.status_code == 200 and f"Cancel job {handle} on {server.address}?" in confirm.content.decode()
+    assert (
+        confirm.status_code == 200
+        and f"Cancel job {handle} on {server.address}?" in confirm.content.decode()
+    )
     with GearmanAdminClient(server.address) as admin:
         assert handle in {j.handle for j in admin.show_jobs()}  # nothing happened on GET
 
@@ -204,17 +259,26 @@ def test_cancel_a_job_confirms_checks_csrf_and_logs(server: Any, manager: Client
     done = strict.post(url, {**params, "confirm": "yes", "csrfmiddlewaretoken": token})
     assert done.status_code == 302 and done["Location"] == reverse(JOBS)
 
-    with GearmanAdminClient(server.address) as admin:  # both servers list it as ignored until dropped
-        assert [(j.ignore_job, j.job_queued) for j in admin.show_jobs() if j.handle == handle] == [(True, False)]
+    with GearmanAdminClient(
+        server.address
+    ) as admin:  # both servers list it as ignored until dropped
+        assert [(j.ignore_job, j.job_queued) for j in admin.show_jobs() if j.handle == handle] == [
+            (True, False)
+        ]
     entry = LogEntry.objects.get()
-    assert entry.user.username == "manager" and entry.get_change_message() == f"Cancelled job {handle} on {server.address}."
+    assert (
+        entry.user.username == "manager"
+        and entry.get_change_message() == f"Cancelled job {handle} on {server.address}."
+    )
 
 
 def test_drop_a_function_and_a_refused_drop(server: Any, manager: Client) -> None:
     url = reverse("admin:django_gearman_drop_function")
     with GearmanAdminClient(server.address) as admin:
         admin.create_function("adm_drop")
-    response = manager.post(url, {"server": server.address, "function": "adm_drop", "confirm": "yes"}, follow=True)
+    response = manager.post(
+        url, {"server": server.address, "function": "adm_drop", "confirm": "yes"}, follow=True
+    )
     assert "Dropped function adm_drop" in response.content.decode()
     with GearmanAdminClient(server.address) as admin:
         assert "adm_drop" not in {row.function for row in admin.status()}
@@ -222,8 +286,13 @@ def test_drop_a_function_and_a_refused_drop(server: Any, manager: Client) -> Non
 
     with worker_thread([server.address], {"adm_busy": lambda job: b""}, client_id="adm-busy"):
         wait_for(lambda: _has_worker(server.address, "adm-busy"), what="the worker")
-        response = manager.post(url, {"server": server.address, "function": "adm_busy", "confirm": "yes"}, follow=True)
-    assert "Drop function adm_busy on" in response.content.decode() and "failed" in response.content.decode()
+        response = manager.post(
+            url, {"server": server.address, "function": "adm_busy", "confirm": "yes"}, follow=True
+        )
+    assert (
+        "Drop function adm_busy on" in response.content.decode()
+        and "failed" in response.content.decode()
+    )
     assert LogEntry.objects.count() == 1  # a refused drop changes nothing and is not logged
 
 
@@ -242,22 +311,36 @@ def mended() -> Iterator[None]:
     gt.BROKEN.clear()
 
 
-def test_retry_a_failed_tasks_backend_task_from_its_detail_page(server: Any, manager: Client, mended: None) -> None:
+def test_retry_a_failed_tasks_backend_task_from_its_detail_page(
+    server: Any, manager: Client, mended: None
+) -> None:
     ft.BROKEN.add("k1")
     result = ft.until_mended.enqueue("k1")
     with worker_thread([server.address], worker_functions()):
-        wait_for(lambda: TaskResultRecord.objects.get(pk=result.id).status == "FAILED", what="the failure")
+        wait_for(
+            lambda: TaskResultRecord.objects.get(pk=result.id).status == "FAILED",
+            what="the failure",
+        )
         record = TaskResultRecord.objects.get(pk=result.id)
-        detail = manager.get(reverse("admin:django_gearman_taskresultrecord_change", args=[quote(record.pk)]))
+        detail = manager.get(
+            reverse("admin:django_gearman_taskresultrecord_change", args=[quote(record.pk)])
+        )
         html = detail.content.decode()
-        assert "RuntimeError: k1 is broken" in html and "&quot;k1&quot;" in html and ">Retry</a>" in html
+        assert (
+            "RuntimeError: k1 is broken" in html
+            and "&quot;k1&quot;" in html
+            and ">Retry</a>" in html
+        )
 
         ft.BROKEN.discard("k1")
         retry = reverse("admin:django_gearman_taskresultrecord_retry", args=[quote(record.pk)])
         assert "Retry" in manager.get(retry).content.decode()
         assert TaskResultRecord.objects.get(pk=result.id).status == "FAILED"  # GET only asks
         assert manager.post(retry, {"confirm": "yes"}).status_code == 302
-        wait_for(lambda: TaskResultRecord.objects.get(pk=result.id).status == "SUCCESSFUL", what="the retry")
+        wait_for(
+            lambda: TaskResultRecord.objects.get(pk=result.id).status == "SUCCESSFUL",
+            what="the retry",
+        )
     record = TaskResultRecord.objects.get(pk=result.id)
     assert record.return_value == "k1 mended" and len(record.errors) == 1 and record.attempts == 2
     assert ft.until_mended.get_result(result.id).return_value == "k1 mended"
@@ -265,16 +348,22 @@ def test_retry_a_failed_tasks_backend_task_from_its_detail_page(server: Any, man
     assert entry.object_id == result.id and "Retried" in entry.get_change_message()
 
 
-def test_retry_failed_gearman_tasks_with_the_admin_action(server: Any, manager: Client, mended: None) -> None:
+def test_retry_failed_gearman_tasks_with_the_admin_action(
+    server: Any, manager: Client, mended: None
+) -> None:
     gt.BROKEN.update({"g1", "g2"})
-    with worker_thread([server.address], {gt.until_mended.function_name: job_callback(gt.until_mended)}):
+    with worker_thread(
+        [server.address], {gt.until_mended.function_name: job_callback(gt.until_mended)}
+    ):
         gt.until_mended.background("g1")
         gt.until_mended.background("g2")
         failed = TaskResultRecord.objects.filter(task_path="tests.until_mended", status="FAILED")
         wait_for(lambda: failed.count() == 2, what="two failures")
         ids = sorted(failed.values_list("pk", flat=True))
         changelist = reverse(RESULTS)
-        listing = manager.get(changelist, {"status__exact": "FAILED", "task_path": "tests.until_mended"})
+        listing = manager.get(
+            changelist, {"status__exact": "FAILED", "task_path": "tests.until_mended"}
+        )
         assert listing.status_code == 200 and listing.context["cl"].result_count == 2
         gt.BROKEN.discard("g1")  # g2 stays broken: its retry fails again
         form = {"action": "retry_selected", "_selected_action": ids}
@@ -284,9 +373,11 @@ def test_retry_failed_gearman_tasks_with_the_admin_action(server: Any, manager: 
         done = manager.post(changelist, {**form, "confirm": "yes"})
         assert done.status_code == 302
         wait_for(
-            lambda: sorted(TaskResultRecord.objects.filter(pk__in=ids).values_list("status", flat=True))
-            == ["FAILED", "SUCCESSFUL"]
-            and all(r.finished_at for r in TaskResultRecord.objects.filter(pk__in=ids)),
+            lambda: (
+                sorted(TaskResultRecord.objects.filter(pk__in=ids).values_list("status", flat=True))
+                == ["FAILED", "SUCCESSFUL"]
+                and all(r.finished_at for r in TaskResultRecord.objects.filter(pk__in=ids))
+            ),
             what="the retried jobs",
         )
     by_key = {r.args[0]: r for r in TaskResultRecord.objects.filter(pk__in=ids)}
@@ -297,20 +388,34 @@ def test_retry_failed_gearman_tasks_with_the_admin_action(server: Any, manager: 
 
 
 def test_only_failed_tasks_are_retried(admin_client: Client, down_only: str) -> None:
-    record = TaskResultRecord.objects.create(id="r-ok", task_path="x.y", backend="default", queue_name="default", status="SUCCESSFUL")
-    response = admin_client.post(
-        reverse("admin:django_gearman_taskresultrecord_retry", args=[record.pk]), {"confirm": "yes"}, follow=True
+    record = TaskResultRecord.objects.create(
+        id="r-ok", task_path="x.y", backend="default", queue_name="default", status="SUCCESSFUL"
     )
-    assert "was not retried" in response.content.decode() and "SUCCESSFUL, not FAILED" in response.content.decode()
-    assert TaskResultRecord.objects.get(pk="r-ok").status == "SUCCESSFUL" and not LogEntry.objects.exists()
+    response = admin_client.post(
+        reverse("admin:django_gearman_taskresultrecord_retry", args=[record.pk]),
+        {"confirm": "yes"},
+        follow=True,
+    )
+    assert (
+        "was not retried" in response.content.decode()
+        and "SUCCESSFUL, not FAILED" in response.content.decode()
+    )
+    assert (
+        TaskResultRecord.objects.get(pk="r-ok").status == "SUCCESSFUL"
+        and not LogEntry.objects.exists()
+    )
 
 
 def test_viewers_cannot_retry(down_only: str) -> None:
-    record = TaskResultRecord.objects.create(id="r-f", task_path="x.y", backend="default", queue_name="default", status="FAILED")
+    record = TaskResultRecord.objects.create(
+        id="r-f", task_path="x.y", backend="default", queue_name="default", status="FAILED"
+    )
     viewer = _staff("viewer", *VIEW_PERMISSIONS)
     retry = reverse("admin:django_gearman_taskresultrecord_retry", args=[record.pk])
     assert viewer.post(retry, {"confirm": "yes"}).status_code == 403
-    detail = viewer.get(reverse("admin:django_gearman_taskresultrecord_change", args=[record.pk])).content.decode()
+    detail = viewer.get(
+        reverse("admin:django_gearman_taskresultrecord_change", args=[record.pk])
+    ).content.decode()
     assert ">Retry</a>" not in detail
     listing = viewer.get(reverse(RESULTS))
     assert "retry_selected" not in listing.content.decode()

@@ -11,10 +11,9 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.backends import GearmanBackend, worker_functions
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.models import TaskResultRecord
-
 from tests.helpers import wait_for, worker_thread
 from tests.taskapp import framework_tasks as ft
 
@@ -33,11 +32,13 @@ def tasks_worker(address: str) -> Any:
 
 @pytest.fixture
 def gearman(gearman_server) -> Iterator[str]:
-    with override_settings(GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 15}}}):
+    with override_settings(
+        GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 15}}}
+    ):
         yield gearman_server.address
 
 
-def finished(result):  # noqa: ANN001, ANN201
+def finished(result):
     result.refresh()
     return result.is_finished
 
@@ -45,7 +46,11 @@ def finished(result):  # noqa: ANN001, ANN201
 def test_the_backend_declares_what_it_supports() -> None:
     backend = task_backends["default"]
     assert isinstance(backend, GearmanBackend)
-    assert (backend.supports_defer, backend.supports_priority, backend.supports_get_result) == (True, True, True)
+    assert (backend.supports_defer, backend.supports_priority, backend.supports_get_result) == (
+        True,
+        True,
+        True,
+    )
     assert sorted(worker_functions()) == ["django_tasks.default", "django_tasks.reports"]
 
 
@@ -109,12 +114,14 @@ def test_unknown_result_ids_raise_the_frameworks_error() -> None:
     assert type(info.value).__name__ in ("TaskResultDoesNotExist", "ResultDoesNotExist")
 
 
-def test_results_are_listed_per_task_in_the_admin(gearman: str, admin_client) -> None:  # noqa: ANN001
+def test_results_are_listed_per_task_in_the_admin(gearman: str, admin_client) -> None:
     done = ft.multiply.enqueue(3, 3)
     failed = ft.explode.enqueue("in the admin")
     with tasks_worker(gearman):
         wait_for(lambda: finished(done) and finished(failed), what="both tasks")
-    page = admin_client.get("/admin/django_gearman/taskresultrecord/", {"task_path": done.task.module_path})
+    page = admin_client.get(
+        "/admin/django_gearman/taskresultrecord/", {"task_path": done.task.module_path}
+    )
     assert page.status_code == 200
     text = page.content.decode()
     assert done.id in text and failed.id not in text  # filtered to one task

@@ -26,7 +26,6 @@ import pytest
 
 import django_gearman
 from django_gearman.gearman.admin_client import GearmanAdminClient
-
 from tests.helpers import wait_for
 from tests.peers import free_port
 
@@ -42,7 +41,9 @@ DAYS = 4
 
 def needs_worker_command() -> None:
     if not WORKER_COMMAND.exists():
-        pytest.skip(f"manage.py gearman_worker is not written yet ({WORKER_COMMAND.relative_to(REPO)} is missing)")
+        pytest.skip(
+            f"manage.py gearman_worker is not written yet ({WORKER_COMMAND.relative_to(REPO)} is missing)"
+        )
 
 
 def example_env(tmp_path: Path, gearman_url: str) -> dict[str, str]:
@@ -50,12 +51,15 @@ def example_env(tmp_path: Path, gearman_url: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "GEARMAN_", "EMAIL_")) and key not in ("DATABASE_URL", "DEBUG", "SECRET_KEY")
+        if not key.startswith(("DJANGO_", "GEARMAN_", "EMAIL_"))
+        and key not in ("DATABASE_URL", "DEBUG", "SECRET_KEY")
     }
     env.update(
         DJANGO_SETTINGS_MODULE="demo_site.settings",
         # The example's modules, and the django_gearman this test runs against.
-        PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(Path(django_gearman.__file__).resolve().parent.parent)]),
+        PYTHONPATH=os.pathsep.join(
+            [str(EXAMPLE), str(Path(django_gearman.__file__).resolve().parent.parent)]
+        ),
         PYTHONUNBUFFERED="1",
         DEBUG="true",
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
@@ -69,17 +73,29 @@ def example_env(tmp_path: Path, gearman_url: str) -> dict[str, str]:
 def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:
     """Run ``manage.py ARGS`` of the example to its end; its stdout, or fail with its output."""
     result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "manage.py", *args],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
-    assert result.returncode == 0, f"manage.py {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"manage.py {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
 @contextmanager
-def background(env: dict[str, str], argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def background(
+    env: dict[str, str], argv: list[str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """A long-running example process, its output in ``log``; stopped (TERM, then KILL) on exit."""
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, *argv], cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, *argv], cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         yield process
     finally:
@@ -94,7 +110,9 @@ def background(env: dict[str, str], argv: list[str], log: Path) -> Iterator[subp
 
 def alive(process: subprocess.Popen[bytes], log: Path) -> None:
     if process.poll() is not None:
-        raise AssertionError(f"{' '.join(map(str, process.args))} exited {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")  # type: ignore[arg-type]
+        raise AssertionError(
+            f"{' '.join(map(str, process.args))} exited {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+        )  # type: ignore[arg-type]
 
 
 def offered_functions(address: str) -> set[str]:
@@ -103,7 +121,9 @@ def offered_functions(address: str) -> set[str]:
 
 
 @contextmanager
-def example_worker(env: dict[str, str], address: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def example_worker(
+    env: dict[str, str], address: str, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """``manage.py gearman_worker --noreload``, returned once the server lists its functions."""
     log = tmp_path / "worker.log"
     with background(env, WORKER_ARGV, log) as worker:
@@ -175,7 +195,9 @@ def test_the_example_project_passes_its_checks_and_serves_gearman(tmp_path: Path
     env = example_env(tmp_path, f"gearman://127.0.0.1:{port}")
     manage(env, "check")
     log = tmp_path / "gearmand.log"
-    with background(env, ["manage.py", "gearmand", f"127.0.0.1:{port}", "--queue", "memory"], log) as server:
+    with background(
+        env, ["manage.py", "gearmand", f"127.0.0.1:{port}", "--queue", "memory"], log
+    ) as server:
 
         def version() -> str | None:
             alive(server, log)
@@ -185,7 +207,9 @@ def test_the_example_project_passes_its_checks_and_serves_gearman(tmp_path: Path
             except OSError:
                 return None
 
-        assert "django-gearman" in wait_for(version, timeout=30, what="manage.py gearmand to listen")
+        assert "django-gearman" in wait_for(
+            version, timeout=30, what="manage.py gearmand to listen"
+        )
 
 
 def test_immediate_mode_runs_the_example_without_a_server(tmp_path: Path) -> None:
@@ -198,7 +222,9 @@ def test_immediate_mode_runs_the_example_without_a_server(tmp_path: Path) -> Non
     assert "ada@example.com" in seen["thanks"]
     mail = mail_to(tmp_path / "sent-mail", "ada@example.com")
     assert mail is not None and "Subject: Welcome, ada!" in mail
-    check_report(seen, "ada", steps=["1/4", "2/4", "3/4", "4/4"])  # progress reaches the page as from a worker
+    check_report(
+        seen, "ada", steps=["1/4", "2/4", "3/4", "4/4"]
+    )  # progress reaches the page as from a worker
 
 
 def test_signup_mail_and_report_through_the_worker(gearman_server: Any, tmp_path: Path) -> None:
@@ -231,9 +257,12 @@ def test_the_demo_driver_over_http(gearman_server: Any, tmp_path: Path) -> None:
     manage(env, "migrate", "--no-input", "-v", "0")
     port = free_port()
     web_log = tmp_path / "runserver.log"
-    with example_worker(env, gearman_server.address, tmp_path) as worker, background(
-        env, ["manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], web_log
-    ) as web:
+    with (
+        example_worker(env, gearman_server.address, tmp_path) as worker,
+        background(
+            env, ["manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], web_log
+        ) as web,
+    ):
         result = subprocess.run(
             [
                 sys.executable, "drive_demo.py", "--url", f"http://127.0.0.1:{port}/", "--gearman", gearman_server.address,
@@ -242,7 +271,9 @@ def test_the_demo_driver_over_http(gearman_server: Any, tmp_path: Path) -> None:
             ],
             cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=180, check=False,
         )  # fmt: skip
-        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{web_log.read_text(errors='replace')[-3000:]}"
+        assert result.returncode == 0, (
+            f"{result.stdout}\n{result.stderr}\n{web_log.read_text(errors='replace')[-3000:]}"
+        )
     assert "progress seen by the view: 1/3 2/3 3/3" in result.stdout
     assert re.search(r"^To: newcomer-[0-9a-f]+@example\.com$", result.stdout, re.M)
     assert "==> all checks passed" in result.stdout

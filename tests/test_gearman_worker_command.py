@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from django_gearman import remote_task, run_many
 from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.management.commands.gearman_worker import select_functions
 from django_gearman.tasks.registry import registry
-
 from tests.helpers import wait_for
 from tests.taskapp import tasks
 
@@ -43,7 +41,11 @@ class WorkerCommand:
         self.address = address
         self.stdout_path = tmp_path / "worker.out"
         self.stderr_path = tmp_path / "worker.err"
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "GEARMAN"))}
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("DJANGO_", "GEARMAN"))
+        }
         env.update(
             DJANGO_SETTINGS_MODULE="tests.settings",
             PYTHONPATH=str(REPO),
@@ -52,7 +54,9 @@ class WorkerCommand:
         )
         argv = [sys.executable, "-m", "django", "gearman_worker", "--noreload", *args]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            self.process = subprocess.Popen(
+                argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
 
     @property
     def pid(self) -> int:
@@ -94,7 +98,9 @@ class WorkerCommand:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"gearman_worker did not exit within {timeout} s:\n{self.output()}") from None
+            raise AssertionError(
+                f"gearman_worker did not exit within {timeout} s:\n{self.output()}"
+            ) from None
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit; always reaped."""
@@ -110,7 +116,9 @@ class WorkerCommand:
 @pytest.fixture
 def gearman(gearman_server: Any) -> Iterator[str]:
     """The fixture server's address, with this process submitting to it."""
-    with override_settings(GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 30}}}):
+    with override_settings(
+        GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 30}}}
+    ):
         yield gearman_server.address
 
 
@@ -148,7 +156,12 @@ def queue_status(address: str, function: str) -> tuple[int, int]:
 def test_banner_lists_every_function_and_jobs_run(gearman: str, start_worker: Any) -> None:
     worker = start_worker(gearman)
     lines = worker.banner()
-    offered = [line.strip() for line in lines[lines.index(next(line for line in lines if line.startswith("Functions"))) + 1 : -1]]
+    offered = [
+        line.strip()
+        for line in lines[
+            lines.index(next(line for line in lines if line.startswith("Functions"))) + 1 : -1
+        ]
+    ]
     for task in (tasks.add, tasks.echo, tasks.flaky, tasks.sleep_then, tasks.where):
         assert task.function_name in offered
     assert "django_tasks.default" in offered  # the Django Tasks backend's queues too
@@ -174,15 +187,22 @@ def test_burst_drains_the_queue_then_exits_0(gearman: str, start_worker: Any) ->
 
 
 @pytest.mark.parametrize("pool", ["processes", "threads"])
-def test_sigterm_lets_the_running_job_finish_then_exits_0(gearman: str, start_worker: Any, pool: str) -> None:
+def test_sigterm_lets_the_running_job_finish_then_exits_0(
+    gearman: str, start_worker: Any, pool: str
+) -> None:
     function = tasks.sleep_then.function_name
     worker = start_worker(gearman, "--pool", pool)
     worker.wait_ready(function)
     results: list[Any] = []
-    submitter = threading.Thread(target=lambda: results.append(run_many([(tasks.sleep_then, [3.0, 7], {})])[0]), daemon=True)
+    submitter = threading.Thread(
+        target=lambda: results.append(run_many([(tasks.sleep_then, [3.0, 7], {})])[0]), daemon=True
+    )
     submitter.start()
     try:
-        wait_for(lambda: queue_status(gearman, function) == (1, 1) and _running(gearman, function), what="the job to start")
+        wait_for(
+            lambda: queue_status(gearman, function) == (1, 1) and _running(gearman, function),
+            what="the job to start",
+        )
         worker.process.send_signal(signal.SIGTERM)
         assert worker.wait() == 0, worker.output()
     finally:
@@ -254,10 +274,16 @@ def test_queue_option_offers_that_group(gearman: str, start_worker: Any) -> None
 
 
 def run_command(*args: str, url: str = "gearman://127.0.0.1:1") -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "GEARMAN"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "GEARMAN"))
+    }
     env.update(DJANGO_SETTINGS_MODULE="tests.settings", PYTHONPATH=str(REPO), GEARMAN_URL=url)
     argv = [sys.executable, "-m", "django", "gearman_worker", "--noreload", *args]
-    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_an_unknown_task_is_a_readable_error() -> None:
@@ -274,7 +300,9 @@ def test_bad_options_and_settings_are_readable_errors() -> None:
     result = run_command("--queue", "nowhere")
     assert result.returncode != 0 and "No task in queue(s) 'nowhere'" in result.stderr
     result = run_command(url="gearman://127.0.0.1:notaport")
-    assert result.returncode != 0 and "SERVERS" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode != 0 and "SERVERS" in result.stderr and "Traceback" not in result.stderr
+    )
     result = run_command("--alias", "other")
     assert result.returncode != 0 and "no Gearman alias 'other'" in result.stderr
 

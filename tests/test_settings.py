@@ -8,15 +8,17 @@ from django.test import override_settings
 
 from django_gearman import conf, gearman_task
 from django_gearman.clients import clients
-from django_gearman.tasks.registry import registry
 from django_gearman.gearman.transport import ServerAddress
+from django_gearman.tasks.registry import registry
 
 
 def check_ids() -> list[str]:
     return [message.id for message in checks.run_checks(tags=["django_gearman"])]
 
 
-def test_without_gearman_the_default_alias_comes_from_gearman_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_gearman_the_default_alias_comes_from_gearman_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("GEARMAN_URL", "gearman://h1:4731,h2/?prefix=site.&timeout=7")
     conf.reset()
     try:
@@ -71,7 +73,16 @@ def test_bad_settings_are_system_check_errors_with_hints(setting: object, expect
 
 
 def test_good_settings_pass_the_checks() -> None:
-    with override_settings(GEARMAN={"default": {"SERVERS": ["h:1"], "PREFIX": "x.", "BACKEND": "django_gearman.testing.OutboxClient", "OPTIONS": {"timeout": 1}}}):
+    with override_settings(
+        GEARMAN={
+            "default": {
+                "SERVERS": ["h:1"],
+                "PREFIX": "x.",
+                "BACKEND": "django_gearman.testing.OutboxClient",
+                "OPTIONS": {"timeout": 1},
+            }
+        }
+    ):
         assert check_ids() == []
 
 
@@ -80,7 +91,9 @@ def test_two_functions_under_one_task_name_are_a_check_error() -> None:
 
     def second() -> None: ...
 
-    first.__qualname__ = second.__qualname__ = "clash"  # module-level names, as a real clash would have
+    first.__qualname__ = second.__qualname__ = (
+        "clash"  # module-level names, as a real clash would have
+    )
     try:
         gearman_task(name="tests.clash")(first)
         gearman_task(name="tests.clash")(second)

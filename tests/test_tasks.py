@@ -13,9 +13,8 @@ from django.test import override_settings
 from django_gearman import TaskError, run_many
 from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.envelope import EnvelopeError
-from django_gearman.tasks.runner import job_callback
 from django_gearman.tasks.registry import registry
-
+from django_gearman.tasks.runner import job_callback
 from tests.helpers import wait_for, worker_thread
 from tests.taskapp import tasks
 
@@ -24,21 +23,32 @@ pytestmark = pytest.mark.interop
 
 def task_worker(address: str) -> Any:
     """A worker thread offering every registered task, as gearman_worker does."""
-    functions = {task.function_name: job_callback(task) for task in registry.values() if not task.remote}
-    timeouts = {task.function_name: task.options.timeout for task in registry.values() if task.options.timeout}
+    functions = {
+        task.function_name: job_callback(task) for task in registry.values() if not task.remote
+    }
+    timeouts = {
+        task.function_name: task.options.timeout
+        for task in registry.values()
+        if task.options.timeout
+    }
     return worker_thread([address], functions, timeouts=timeouts)
 
 
 @pytest.fixture
 def gearman(gearman_server) -> Iterator[str]:
-    with override_settings(GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 15}}}):
+    with override_settings(
+        GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 15}}}
+    ):
         yield gearman_server.address
 
 
 def test_submit_returns_the_result_through_json(gearman: str) -> None:
     with task_worker(gearman):
         assert tasks.add.submit(2, 3) == 5
-        assert tasks.echo.submit(1, "two", [3], four={"x": None}) == {"args": [1, "two", [3]], "kwargs": {"four": {"x": None}}}
+        assert tasks.echo.submit(1, "two", [3], four={"x": None}) == {
+            "args": [1, "two", [3]],
+            "kwargs": {"four": {"x": None}},
+        }
 
 
 def test_background_runs_on_the_worker(gearman: str) -> None:
@@ -79,20 +89,31 @@ def test_foreground_retries_in_place_then_succeeds(gearman: str) -> None:
         with GearmanClient([gearman]) as client:
             from django_gearman.gearman.envelope import encode_call
 
-            result = client.submit(tasks.flaky.function_name, encode_call([key, 2]), on_warning=lambda w: warnings.append(w.data))
+            result = client.submit(
+                tasks.flaky.function_name,
+                encode_call([key, 2]),
+                on_warning=lambda w: warnings.append(w.data),
+            )
     assert result == b"3"
     assert len(warnings) == 2 and b"attempt 1 failed (RuntimeError: attempt 1 fails)" in warnings[0]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_background_retries_are_rescheduled_then_give_up_and_leave_a_failure_record(gearman: str) -> None:
+def test_background_retries_are_rescheduled_then_give_up_and_leave_a_failure_record(
+    gearman: str,
+) -> None:
     from django_gearman.models import TaskResultRecord
 
     key = f"bgr-{time.monotonic_ns()}"
     with task_worker(gearman):
         tasks.flaky.background(key, 5)  # fails every one of its 1 + 2 attempts
         wait_for(lambda: tasks.calls.get(key) == 3, timeout=20, what="three attempts")
-        wait_for(lambda: TaskResultRecord.objects.filter(task_path=tasks.flaky.name, args=[key, 5]).exists(), what="the failure record")
+        wait_for(
+            lambda: TaskResultRecord.objects.filter(
+                task_path=tasks.flaky.name, args=[key, 5]
+            ).exists(),
+            what="the failure record",
+        )
     assert tasks.calls[key] == 3  # no fourth attempt
     record = TaskResultRecord.objects.get(task_path=tasks.flaky.name, args=[key, 5])
     assert record.status == "FAILED" and record.attempts == 3 and record.backend == "gearman_task"
@@ -102,7 +123,12 @@ def test_background_retries_are_rescheduled_then_give_up_and_leave_a_failure_rec
 def test_progress_reaches_the_caller(gearman: str) -> None:
     seen = []
     with task_worker(gearman):
-        assert tasks.progress.using(on_status=lambda s: seen.append((s.numerator, s.denominator))).submit(3) == 3
+        assert (
+            tasks.progress.using(
+                on_status=lambda s: seen.append((s.numerator, s.denominator))
+            ).submit(3)
+            == 3
+        )
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -140,7 +166,9 @@ def test_batch_pipelines_background_calls_and_fills_their_handles(gearman: str) 
 
     with batch(size=100) as sent:
         tasks_made = [tasks.add.using(unique=f"b{n}").background(n, n) for n in range(250)]
-        assert all(t.handle is None for t in tasks_made[200:])  # the last 50 wait for the block's end
+        assert all(
+            t.handle is None for t in tasks_made[200:]
+        )  # the last 50 wait for the block's end
         with pytest.raises(EnvelopeError):
             tasks.add.background(1, object())  # still checked at the call
     assert sent.total == 250 and sent.failed == []

@@ -38,28 +38,41 @@ def test_outbox_records_every_submission(prefixed_outbox: list[testing.Submissio
     assert (first.task, first.function, first.args, first.background, first.alias) == (
         "tests.taskapp.tasks.add", "t.tests.taskapp.tasks.add", [1, 2], True, "default",
     )  # fmt: skip
-    assert (second.kwargs, second.priority, second.unique, second.background) == ({"x": [1, [2, 3]]}, "low", "k", False)
+    assert (second.kwargs, second.priority, second.unique, second.background) == (
+        {"x": [1, [2, 3]]},
+        "low",
+        "k",
+        False,
+    )
 
 
-def test_the_fixture_from_the_plugin_switches_every_alias(gearman_outbox: list[testing.Submission]) -> None:
+def test_the_fixture_from_the_plugin_switches_every_alias(
+    gearman_outbox: list[testing.Submission],
+) -> None:
     assert type(clients["default"]).__name__ == "OutboxClient"
     tasks.add.background(3, 4)
     assert [(s.task, s.args) for s in gearman_outbox] == [("tests.taskapp.tasks.add", [3, 4])]
 
 
-def test_outbox_still_refuses_what_json_cannot_carry(gearman_outbox: list[testing.Submission]) -> None:
+def test_outbox_still_refuses_what_json_cannot_carry(
+    gearman_outbox: list[testing.Submission],
+) -> None:
     with pytest.raises(EnvelopeError):
         tasks.add.background(1, {2})
     assert gearman_outbox == []
 
 
-def test_delay_on_a_foreground_call_fails_as_in_production(gearman_outbox: list[testing.Submission]) -> None:
+def test_delay_on_a_foreground_call_fails_as_in_production(
+    gearman_outbox: list[testing.Submission],
+) -> None:
     with pytest.raises(UsageError, match="only apply to .background"):
         tasks.add.using(delay=5).submit(1, 2)
     assert gearman_outbox == []
 
 
-def test_a_unique_key_over_64_bytes_fails_as_in_production(gearman_outbox: list[testing.Submission]) -> None:
+def test_a_unique_key_over_64_bytes_fails_as_in_production(
+    gearman_outbox: list[testing.Submission],
+) -> None:
     with pytest.raises(LocalProtocolError, match="at most 64"):
         tasks.add.using(unique="u" * 100).background(1, 2)
     assert gearman_outbox == []
@@ -71,32 +84,51 @@ def test_the_unique_key_is_recorded_as_sent(gearman_outbox: list[testing.Submiss
     assert sent.unique == "402"  # a str on the wire, not the int the callable returned
 
 
-def test_a_scheduled_job_goes_out_at_normal_priority(gearman_outbox: list[testing.Submission]) -> None:
+def test_a_scheduled_job_goes_out_at_normal_priority(
+    gearman_outbox: list[testing.Submission],
+) -> None:
     tasks.add.using(priority="high", delay=30).background(1, 2)
     [sent] = gearman_outbox
-    assert sent.priority == "normal" and sent.run_at is not None  # gearmand runs epoch jobs at normal
+    assert (
+        sent.priority == "normal" and sent.run_at is not None
+    )  # gearmand runs epoch jobs at normal
 
 
-def test_immediate_runs_in_process_through_json(gearman_immediate: list[tuple[str, BaseException]]) -> None:
-    assert tasks.echo.submit((1, 2), k={"a": (3,)}) == {"args": [[1, 2]], "kwargs": {"k": {"a": [3]}}}
+def test_immediate_runs_in_process_through_json(
+    gearman_immediate: list[tuple[str, BaseException]],
+) -> None:
+    assert tasks.echo.submit((1, 2), k={"a": (3,)}) == {
+        "args": [[1, 2]],
+        "kwargs": {"k": {"a": [3]}},
+    }
     with pytest.raises(TaskError) as info:
         tasks.fail.submit("nope")
     assert (info.value.type, info.value.message) == ("ValueError", "nope")
     assert isinstance(info.value, GearmanError)
 
 
-def test_immediate_background_failures_are_kept_not_raised(gearman_immediate: list[tuple[str, BaseException]]) -> None:
+def test_immediate_background_failures_are_kept_not_raised(
+    gearman_immediate: list[tuple[str, BaseException]],
+) -> None:
     assert tasks.fail.background("quiet").startswith("immediate:")
     [(name, error)] = gearman_immediate
-    assert name == "tests.taskapp.tasks.fail" and isinstance(error, ValueError) and str(error) == "quiet"
+    assert (
+        name == "tests.taskapp.tasks.fail"
+        and isinstance(error, ValueError)
+        and str(error) == "quiet"
+    )
 
 
-def test_immediate_refuses_a_function_no_task_of_this_process_runs(gearman_immediate: list[tuple[str, BaseException]]) -> None:
+def test_immediate_refuses_a_function_no_task_of_this_process_runs(
+    gearman_immediate: list[tuple[str, BaseException]],
+) -> None:
     with pytest.raises(LookupError, match="no task of this process"):
         clients["default"].submit("someone.elses.function", b"{}")
 
 
-def test_background_on_commit_waits_for_the_transaction(gearman_outbox: list[testing.Submission], django_db_blocker) -> None:
+def test_background_on_commit_waits_for_the_transaction(
+    gearman_outbox: list[testing.Submission], django_db_blocker
+) -> None:
     from django.db import transaction
 
     with django_db_blocker.unblock(), transaction.atomic():

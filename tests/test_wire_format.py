@@ -18,11 +18,11 @@ from django.test import override_settings
 from django_gearman import TaskError, remote_task
 from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.errors import JobException
-
-from . import test_tasks
 from tests.helpers import wait_for
 from tests.peers import PeerError
 from tests.taskapp import tasks
+
+from . import test_tasks
 
 pytestmark = pytest.mark.interop
 

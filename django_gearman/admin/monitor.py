@@ -120,7 +120,9 @@ def snapshot(
         normal = by_priority.normal if by_priority else (total.queued if total else 0)
         low = by_priority.low if by_priority else 0
         running = total.running if total else 0
-        available = total.available_workers if total else (by_priority.workers if by_priority else 0)
+        available = (
+            total.available_workers if total else (by_priority.workers if by_priority else 0)
+        )
         rows.append(FunctionRow(name, high, normal, low, running, available))
     return ServerSnapshot(
         address, aliases, up=True, version=version, pid=pid, functions=tuple(rows), workers=workers,
@@ -137,7 +139,9 @@ def configured_servers() -> dict[str, tuple[str, ...]]:
     return {address: tuple(names) for address, names in by_address.items()}
 
 
-def snapshot_all(*, timeout: float = 2.0, with_queue: bool = False, with_jobs: bool = True) -> list[ServerSnapshot]:
+def snapshot_all(
+    *, timeout: float = 2.0, with_queue: bool = False, with_jobs: bool = True
+) -> list[ServerSnapshot]:
     """A snapshot of every configured server (see :func:`snapshot`).
 
     Servers are asked in parallel, so a page waits at most about ``timeout`` however many of
@@ -146,11 +150,21 @@ def snapshot_all(*, timeout: float = 2.0, with_queue: bool = False, with_jobs: b
     servers = configured_servers()
     if len(servers) <= 1:
         return [
-            snapshot(a, aliases=n, timeout=timeout, with_queue=with_queue, with_jobs=with_jobs) for a, n in servers.items()
+            snapshot(a, aliases=n, timeout=timeout, with_queue=with_queue, with_jobs=with_jobs)
+            for a, n in servers.items()
         ]
-    with ThreadPoolExecutor(max_workers=min(len(servers), 16), thread_name_prefix="gearman-monitor") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(len(servers), 16), thread_name_prefix="gearman-monitor"
+    ) as pool:
         futures = [
-            pool.submit(snapshot, address, aliases=aliases, timeout=timeout, with_queue=with_queue, with_jobs=with_jobs)
+            pool.submit(
+                snapshot,
+                address,
+                aliases=aliases,
+                timeout=timeout,
+                with_queue=with_queue,
+                with_jobs=with_jobs,
+            )
             for address, aliases in servers.items()
         ]
         return [future.result() for future in futures]

@@ -78,9 +78,15 @@ class LivePageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def get_urls(self) -> list[URLPattern]:
         info = self.opts.app_label, self.opts.model_name
-        return [path("", self.admin_site.admin_view(self.changelist_view), name="%s_%s_changelist" % info)]
+        return [
+            path(
+                "", self.admin_site.admin_view(self.changelist_view), name="%s_%s_changelist" % info
+            )
+        ]
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         snapshots = monitor.snapshot_all(
@@ -156,7 +162,16 @@ class QueueStatusAdmin(LivePageAdmin):
         )  # fmt: skip
 
     def _server_action(
-        self, request: HttpRequest, field: str, *, title: str, verb: str, run: Any, done: str, log_model: type, back: str
+        self,
+        request: HttpRequest,
+        field: str,
+        *,
+        title: str,
+        verb: str,
+        run: Any,
+        done: str,
+        log_model: type,
+        back: str,
     ) -> HttpResponse:
         if not can_manage(request):
             raise PermissionDenied
@@ -209,7 +224,8 @@ class JobListAdmin(LivePageAdmin):
     def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
         limit = monitor.QUEUE_LIMIT
         rows = [
-            {"job": job, "enqueued": _when(job.enqueued), "run_at": _when(job.run_at)} for job in snapshot.queue or ()
+            {"job": job, "enqueued": _when(job.enqueued), "run_at": _when(job.run_at)}
+            for job in snapshot.queue or ()
         ]
         return {"snapshot": snapshot, "queue": rows, "limit": limit, "jobs": snapshot.jobs[:limit]}
 

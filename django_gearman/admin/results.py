@@ -30,7 +30,16 @@ class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     and task; the detail shows arguments, result and each error's traceback; failed ones can be
     retried (superusers or ``manage_queues``)."""
 
-    list_display = ("id", "task_path", "status", "queue_name", "priority", "attempts", "enqueued_at", "finished_at")
+    list_display = (
+        "id",
+        "task_path",
+        "status",
+        "queue_name",
+        "priority",
+        "attempts",
+        "enqueued_at",
+        "finished_at",
+    )
     list_filter = ("status", "task_path", "queue_name", "backend")
     search_fields = ("id", "task_path", "job_handle")
     date_hierarchy = "enqueued_at"
@@ -58,7 +67,9 @@ class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="arguments")
     def arguments(self, record: TaskResultRecord) -> str:
-        return format_html("<pre>{}</pre>", json.dumps({"args": record.args, "kwargs": record.kwargs}, indent=2))
+        return format_html(
+            "<pre>{}</pre>", json.dumps({"args": record.args, "kwargs": record.kwargs}, indent=2)
+        )
 
     @admin.display(description="return value")
     def result(self, record: TaskResultRecord) -> str:
@@ -86,13 +97,19 @@ class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ]
 
     def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         extra = {"can_retry": can_manage(request), **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra)
 
     @admin.action(description="Retry the selected failed tasks", permissions=["manage"])
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[TaskResultRecord]) -> HttpResponse | None:
+    def retry_selected(
+        self, request: HttpRequest, queryset: QuerySet[TaskResultRecord]
+    ) -> HttpResponse | None:
         """Admin action: confirm first (like delete), then queue each failed task again."""
         failed = list(queryset.filter(status=TaskResultRecord.Status.FAILED))
         if request.POST.get("confirm") != "yes":
@@ -143,5 +160,7 @@ class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return
         message = f"Retried {record.task_path} as job {handle}."
         self.log_change(request, record, message)
-        logger.info("%s %s retried as %s (by %s)", record.task_path, record.id, handle, request.user)
+        logger.info(
+            "%s %s retried as %s (by %s)", record.task_path, record.id, handle, request.user
+        )
         messages.success(request, message)

@@ -41,7 +41,11 @@ def retry_result(record: TaskResultRecord) -> str:
     possible. Only FAILED rows are retried (a READY or RUNNING one is still on its way)."""
     if record.status != TaskResultRecord.Status.FAILED:
         raise RetryError(f"{record.task_path} {record.id} is {record.status}, not FAILED")
-    meta: dict[str, Any] = {"enqueued_at": round(time.time(), 3), "background": True, "result_id": record.id}
+    meta: dict[str, Any] = {
+        "enqueued_at": round(time.time(), 3),
+        "background": True,
+        "result_id": record.id,
+    }
     if record.backend == GEARMAN_TASK_BACKEND:
         client, function, priority = _gearman_task_target(record)
     else:
@@ -49,12 +53,19 @@ def retry_result(record: TaskResultRecord) -> str:
     data = encode_call(record.args, record.kwargs, meta)
     row = TaskResultRecord.objects.filter(pk=record.pk)
     # READY before the job exists: a fast worker's outcome must not be overwritten by it.
-    row.update(status=TaskResultRecord.Status.READY, finished_at=None, return_value=None, enqueued_at=timezone.now())
+    row.update(
+        status=TaskResultRecord.Status.READY,
+        finished_at=None,
+        return_value=None,
+        enqueued_at=timezone.now(),
+    )
     try:
         # The row's id as unique key: a second click while the job waits joins it, not doubles it.
         handle = str(client.submit_background(function, data, priority=priority, unique=record.id))
     except BaseException:
-        row.update(status=record.status, finished_at=record.finished_at, enqueued_at=record.enqueued_at)
+        row.update(
+            status=record.status, finished_at=record.finished_at, enqueued_at=record.enqueued_at
+        )
         raise
     row.update(job_handle=handle)
     logger.info("retrying %s %s as job %s", record.task_path, record.id, handle)
@@ -64,7 +75,9 @@ def retry_result(record: TaskResultRecord) -> str:
 def _gearman_task_target(record: TaskResultRecord) -> tuple[Any, str, Any]:
     task = registry.get(record.task_path)
     if task is None or task.remote:
-        raise RetryError(f"no @gearman_task named {record.task_path!r} is registered in this process")
+        raise RetryError(
+            f"no @gearman_task named {record.task_path!r} is registered in this process"
+        )
     return clients[task.options.alias], task.function_name, task.options.priority
 
 
@@ -78,6 +91,12 @@ def _tasks_backend_target(record: TaskResultRecord, meta: dict[str, Any]) -> tup
     if not isinstance(backend, GearmanBackend):
         raise RetryError(f"the Tasks backend {record.backend!r} is not a GearmanBackend")
     if record.queue_name not in backend.queues:
-        raise RetryError(f"the queue {record.queue_name!r} is not in the {record.backend!r} backend's QUEUES")
+        raise RetryError(
+            f"the queue {record.queue_name!r} is not in the {record.backend!r} backend's QUEUES"
+        )
     meta.update(task=record.task_path, backend=record.backend)
-    return clients[backend.gearman_alias], backend.function_name(record.queue_name), tasks_priority(record.priority)
+    return (
+        clients[backend.gearman_alias],
+        backend.function_name(record.queue_name),
+        tasks_priority(record.priority),
+    )

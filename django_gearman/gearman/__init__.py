@@ -33,7 +33,16 @@ from .admin_client import GearmanAdminClient
 from .base import BaseClient
 from .client import GearmanClient
 from .errors import GearmanError
-from .jobs import JobHandle, JobStatus, Task, TaskState, WorkComplete, WorkData, WorkStatus, WorkWarning
+from .jobs import (
+    JobHandle,
+    JobStatus,
+    Task,
+    TaskState,
+    WorkComplete,
+    WorkData,
+    WorkStatus,
+    WorkWarning,
+)
 from .protocol import Priority
 from .worker import Job, Worker, current_job
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 import time
 
 from .errors import RemoteProtocolError, UsageError
-from .protocol import AdminConnection, AdminReply, FunctionStatus, JobInfo, PriorityStatus, QueuedJob, WorkerInfo
+from .protocol import (
+    AdminConnection,
+    AdminReply,
+    FunctionStatus,
+    JobInfo,
+    PriorityStatus,
+    QueuedJob,
+    WorkerInfo,
+)
 from .protocol import text as fmt
 from .transport import ServerAddress, Transport, parse_server, remaining
 
@@ -22,7 +30,9 @@ class GearmanAdminClient:
     ``OSError`` when it cannot be reached, ``TimeoutError`` when it does not answer in time.
     """
 
-    def __init__(self, server: str | ServerAddress = "127.0.0.1:4730", *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, server: str | ServerAddress = "127.0.0.1:4730", *, timeout: float = 5.0
+    ) -> None:
         self.address = parse_server(server)
         self.timeout = timeout
         self._transport = Transport(self.address, AdminConnection)

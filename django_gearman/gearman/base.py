@@ -122,6 +122,8 @@ class BaseClient(abc.ABC):
         when = None
         if run_at is not None:
             when = run_at.timestamp() if isinstance(run_at, datetime) else float(run_at)
-        task = Task(function, payload(data), Priority.parse(priority), unique, background=True, run_at=when)
+        task = Task(
+            function, payload(data), Priority.parse(priority), unique, background=True, run_at=when
+        )
         task.packet()
         return task

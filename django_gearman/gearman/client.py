@@ -23,9 +23,26 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import ConnectionLost, JobTimeout, LocalProtocolError, RemoteProtocolError, ServerError, ServerUnavailable
 from .base import BaseClient
-from .jobs import JobHandle, JobStatus, Task, TaskState, WorkComplete, WorkData, WorkEvent, WorkStatus, payload
+from .errors import (
+    ConnectionLost,
+    JobTimeout,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ServerError,
+    ServerUnavailable,
+)
+from .jobs import (
+    JobHandle,
+    JobStatus,
+    Task,
+    TaskState,
+    WorkComplete,
+    WorkData,
+    WorkEvent,
+    WorkStatus,
+    payload,
+)
 from .protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     ClientConnection,
@@ -43,7 +60,11 @@ __all__ = ["GearmanClient"]
 
 logger = logging.getLogger("django_gearman.client")
 
-_ENDED = {Outcome.COMPLETE: TaskState.COMPLETE, Outcome.FAIL: TaskState.FAILED, Outcome.EXCEPTION: TaskState.EXCEPTION}
+_ENDED = {
+    Outcome.COMPLETE: TaskState.COMPLETE,
+    Outcome.FAIL: TaskState.FAILED,
+    Outcome.EXCEPTION: TaskState.EXCEPTION,
+}
 
 
 class _Op:
@@ -64,7 +85,9 @@ class _Server:
 
     def __init__(self, address: ServerAddress, max_packet_size: int) -> None:
         self.address = address
-        self.transport = Transport(address, lambda: ClientConnection(max_packet_size=max_packet_size))
+        self.transport = Transport(
+            address, lambda: ClientConnection(max_packet_size=max_packet_size)
+        )
         self.down_until = 0.0
         self.failures = 0
         self.last_error = ""
@@ -171,7 +194,9 @@ class GearmanClient(BaseClient):
             servers = [self._by_address[handle.server]]
         status = None
         for server in servers:
-            status = self._call(server, lambda conn, op: conn.get_status(handle.encode(), op), deadline).status
+            status = self._call(
+                server, lambda conn, op: conn.get_status(handle.encode(), op), deadline
+            ).status
             if status.known:
                 break
         assert status is not None
@@ -183,13 +208,21 @@ class GearmanClient(BaseClient):
         gearmand puts the unique key, not the handle, in the reply's first field.
         """
         server = self._candidates(unique)[0]
-        reply = self._call(server, lambda conn, op: conn.get_status_unique(unique.encode(), op), self._deadline(timeout))
+        reply = self._call(
+            server,
+            lambda conn, op: conn.get_status_unique(unique.encode(), op),
+            self._deadline(timeout),
+        )
         return reply.status  # type: ignore[no-any-return]
 
-    def echo(self, data: bytes = b"ping", *, server: str | None = None, timeout: float | None = None) -> bytes:
+    def echo(
+        self, data: bytes = b"ping", *, server: str | None = None, timeout: float | None = None
+    ) -> bytes:
         """Send ``ECHO_REQ`` to a server (the first by default) and return the echoed bytes."""
         target = self._by_address[parse_servers(server)[0]] if server else self._servers[0]
-        return self._call(target, lambda conn, op: conn.echo(data, op), self._deadline(timeout)).data  # type: ignore[no-any-return]
+        return self._call(
+            target, lambda conn, op: conn.echo(data, op), self._deadline(timeout)
+        ).data  # type: ignore[no-any-return]
 
     # -- dispatching ----------------------------------------------------------------------------
 
@@ -208,7 +241,9 @@ class GearmanClient(BaseClient):
                 servers = servers[start:] + servers[:start]
             now = time.monotonic()
             if any(s.down_until > now for s in servers):
-                servers = [s for s in servers if s.down_until <= now] + [s for s in servers if s.down_until > now]
+                servers = [s for s in servers if s.down_until <= now] + [
+                    s for s in servers if s.down_until > now
+                ]
         return servers
 
     def _ensure_connected(self, server: _Server, deadline: float) -> None:
@@ -295,14 +330,18 @@ class GearmanClient(BaseClient):
                     if type(update) is WorkStatus:
                         task.status = (update.numerator, update.denominator)
                     else:
-                        (task.data_chunks if type(update) is WorkData else task.warnings).append(update.data)
+                        (task.data_chunks if type(update) is WorkData else task.warnings).append(
+                            update.data
+                        )
                     if task.on_event is not None:
                         task.on_event(update)
                     yield task, update
             elif kind is RequestRefused:
                 self._refused(server, event)
             elif kind is ErrorReceived:
-                logger.error("%s sent an unsolicited error: %s: %s", server.address, event.code, event.text)
+                logger.error(
+                    "%s sent an unsolicited error: %s: %s", server.address, event.code, event.text
+                )
             else:  # StatusReply, EchoReply, OptionAccepted
                 op = event.token
                 op.reply, op.done = event, True
@@ -319,7 +358,9 @@ class GearmanClient(BaseClient):
         else:
             token.error = error
 
-    def _call(self, server: _Server, request: Callable[[ClientConnection, _Op], None], deadline: float) -> Any:
+    def _call(
+        self, server: _Server, request: Callable[[ClientConnection, _Op], None], deadline: float
+    ) -> Any:
         """Send one request and wait for its answer on ``server``."""
         for attempt in range(2):  # a reused connection may have died while idle: retry once
             op = _Op()
@@ -373,7 +414,11 @@ class GearmanClient(BaseClient):
             if task.attempts < len(self._servers) + 1:
                 self._dispatch(task, deadline, exclude=server)
             else:
-                _finish(task, TaskState.ERROR, ServerUnavailable({str(server.address): server.last_error}))
+                _finish(
+                    task,
+                    TaskState.ERROR,
+                    ServerUnavailable({str(server.address): server.last_error}),
+                )
         self._flush_all(deadline)
 
     def _mark_down(self, server: _Server, error: Exception) -> None:
@@ -381,7 +426,12 @@ class GearmanClient(BaseClient):
         server.last_error = str(error) or type(error).__name__
         delay = min(self.max_retry_delay, self.retry_delay * 2 ** (server.failures - 1))
         server.down_until = time.monotonic() + delay
-        logger.info("server %s unavailable (%s); retrying in %.1fs", server.address, server.last_error, delay)
+        logger.info(
+            "server %s unavailable (%s); retrying in %.1fs",
+            server.address,
+            server.last_error,
+            delay,
+        )
 
     def _reset(self, server: _Server) -> None:
         """Close the connection and forget what it owed (a new one starts from nothing)."""

@@ -36,6 +36,8 @@ __all__ = [
 _KEYS = frozenset(("args", "kwargs", "meta"))
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _encode = _encoder.encode
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -52,7 +54,9 @@ class Call(NamedTuple):
 
 
 def encode_call(
-    args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The workload for a call, as compact UTF-8 JSON; empty parts are left out."""
     envelope: dict[str, Any] = {}
@@ -89,7 +93,9 @@ def decode_call(data: bytes) -> Call:
         )
     if not envelope.keys() <= _KEYS:
         unknown = ", ".join(sorted(repr(k) for k in envelope.keys() - _KEYS))
-        raise EnvelopeError(f'unknown key(s) {unknown} in the workload; it may have "args", "kwargs" and "meta"')
+        raise EnvelopeError(
+            f'unknown key(s) {unknown} in the workload; it may have "args", "kwargs" and "meta"'
+        )
     args = envelope.get("args", [])
     kwargs = envelope.get("kwargs", {})
     meta = envelope.get("meta", {})
@@ -128,7 +134,11 @@ def encode_error(error: BaseException) -> bytes:
     """WORK_EXCEPTION data for ``error``: ``{"type": ..., "message": ...}``. The type is the
     exception class's dotted path, without ``builtins.`` (``ValueError``, ``myapp.errors.Full``)."""
     kind = type(error)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     return _encode({"type": name, "message": str(error)}).encode()
 
 
@@ -199,7 +209,9 @@ def _refuse_non_str_keys(value: Any, what: str | None, where: str) -> None:
         )
 
 
-def _find_bad(value: Any, where: str, *, keys_only: bool = False, seen: set[int] | None = None) -> tuple[str, Any] | None:
+def _find_bad(
+    value: Any, where: str, *, keys_only: bool = False, seen: set[int] | None = None
+) -> tuple[str, Any] | None:
     """The path and value of the first thing JSON cannot carry (or, with ``keys_only``, the
     first non-str dict key). Containers already on the path are skipped: json reports cycles."""
     if value is None or isinstance(value, (str, bool, int)):

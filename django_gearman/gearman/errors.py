@@ -69,7 +69,9 @@ class ProtocolError(GearmanError):
 
     def __init__(self, message: str, code: str = "INVALID_PACKET") -> None:
         if type(self) is ProtocolError:
-            raise TypeError("ProtocolError is abstract: raise LocalProtocolError or RemoteProtocolError")
+            raise TypeError(
+                "ProtocolError is abstract: raise LocalProtocolError or RemoteProtocolError"
+            )
         super().__init__(message)
         self.message = message
         self.code = code
@@ -87,7 +89,9 @@ class PacketTooLarge(RemoteProtocolError):
     """A packet announced a body larger than the configured maximum."""
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"packet of {size} bytes exceeds the maximum of {limit} bytes", "ARGUMENT_TOO_LARGE")
+        super().__init__(
+            f"packet of {size} bytes exceeds the maximum of {limit} bytes", "ARGUMENT_TOO_LARGE"
+        )
         self.size = size
         self.limit = limit
 
@@ -99,7 +103,10 @@ class ServerUnavailable(GearmanError):
     """No job server could be reached; ``errors`` maps each address tried to why it failed."""
 
     def __init__(self, errors: dict[str, str]) -> None:
-        detail = "; ".join(f"{address}: {reason}" for address, reason in errors.items()) or "no servers configured"
+        detail = (
+            "; ".join(f"{address}: {reason}" for address, reason in errors.items())
+            or "no servers configured"
+        )
         super().__init__(f"no Gearman job server reachable ({detail})")
         self.errors = errors
 
@@ -145,7 +152,9 @@ class JobException(JobError):
     """The worker sent WORK_EXCEPTION; ``data`` holds the exception payload it sent."""
 
     def __init__(self, data: bytes, *, handle: str | None = None) -> None:
-        super().__init__(f"job raised an exception: {data[:200].decode('utf-8', 'replace')}", handle=handle)
+        super().__init__(
+            f"job raised an exception: {data[:200].decode('utf-8', 'replace')}", handle=handle
+        )
         self.data = data
 
 

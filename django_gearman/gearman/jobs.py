@@ -14,7 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import JobException, JobFailed, JobTimeout
-from .protocol import JobStatus, Priority, WorkComplete, WorkData, WorkEvent, WorkStatus, WorkWarning, encode_submit
+from .protocol import (
+    JobStatus,
+    Priority,
+    WorkComplete,
+    WorkData,
+    WorkEvent,
+    WorkStatus,
+    WorkWarning,
+    encode_submit,
+)
 from .transport import ServerAddress
 
 __all__ = [
@@ -69,7 +78,13 @@ class TaskState(enum.Enum):
     TIMEOUT = "timeout"
 
 
-_FINAL = {TaskState.COMPLETE, TaskState.FAILED, TaskState.EXCEPTION, TaskState.ERROR, TaskState.TIMEOUT}
+_FINAL = {
+    TaskState.COMPLETE,
+    TaskState.FAILED,
+    TaskState.EXCEPTION,
+    TaskState.ERROR,
+    TaskState.TIMEOUT,
+}
 
 
 @dataclass(eq=False, slots=True)
@@ -128,7 +143,10 @@ class Task:
         if self.state is TaskState.EXCEPTION:
             raise JobException(self.exception or b"", handle=self.handle)
         if self.state is TaskState.TIMEOUT:
-            raise JobTimeout(f"job {self.handle or '(not yet accepted)'} did not finish in time", handle=self.handle)
+            raise JobTimeout(
+                f"job {self.handle or '(not yet accepted)'} did not finish in time",
+                handle=self.handle,
+            )
         if self.state is TaskState.ERROR:
             assert self.error is not None
             raise self.error

@@ -32,7 +32,14 @@ from typing import Any
 
 from .worker import Job, Worker
 
-__all__ = ["CRASH_WINDOW", "MAX_RESTART_DELAY", "Offered", "ProcessPool", "ThreadPool", "WorkerSpec"]
+__all__ = [
+    "CRASH_WINDOW",
+    "MAX_RESTART_DELAY",
+    "Offered",
+    "ProcessPool",
+    "ThreadPool",
+    "WorkerSpec",
+]
 
 logger = logging.getLogger("django_gearman.worker")
 
@@ -91,11 +98,17 @@ class ThreadPool:
     def run(self) -> int:
         """Run until every thread's Worker stopped; 0. A second signal raises SystemExit(128+signal)."""
         in_main = threading.current_thread() is threading.main_thread()
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        previous = (
+            {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            if in_main
+            else {}
+        )
         for sig in previous:
             signal.signal(sig, self._on_signal)
         threads = [
-            threading.Thread(target=self._thread_main, args=(slot,), name=f"gearman-worker-{slot}", daemon=True)
+            threading.Thread(
+                target=self._thread_main, args=(slot,), name=f"gearman-worker-{slot}", daemon=True
+            )
             for slot in range(1, self.spec.concurrency + 1)
         ]
         try:
@@ -119,7 +132,9 @@ class ThreadPool:
                 return
             started = time.monotonic()
             try:
-                worker.work(burst=self.spec.burst, max_jobs=self.spec.max_jobs, install_signals=False)
+                worker.work(
+                    burst=self.spec.burst, max_jobs=self.spec.max_jobs, install_signals=False
+                )
                 return
             except Exception:
                 crashes = crashes + 1 if time.monotonic() - started < CRASH_WINDOW else 1
@@ -133,7 +148,10 @@ class ThreadPool:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if not self._stopping.is_set():
-            logger.warning("%s received: warm shutdown (finishing the jobs in hand); send it again for a cold shutdown", name)
+            logger.warning(
+                "%s received: warm shutdown (finishing the jobs in hand); send it again for a cold shutdown",
+                name,
+            )
             self._stopping.set()
             with self._lock:
                 workers = list(self.workers)
@@ -178,7 +196,10 @@ class ProcessPool:
         previous: dict[int, Any] = {}
         old_wakeup = -1
         if in_main:  # under --reload this runs in a thread, and the reloader owns the signals
-            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)}
+            previous = {
+                sig: signal.getsignal(sig)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
+            }
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # just wake the loop up
@@ -208,10 +229,17 @@ class ProcessPool:
             for child in self.children:
                 if child.pid is None and child.restart_at is not None and child.restart_at <= now:
                     self._start(child)
-        return any(child.pid is not None or (child.restart_at is not None and not self._stopping) for child in self.children)
+        return any(
+            child.pid is not None or (child.restart_at is not None and not self._stopping)
+            for child in self.children
+        )
 
     def _wait(self, *, in_main: bool) -> None:
-        due = [child.restart_at for child in self.children if child.pid is None and child.restart_at is not None]
+        due = [
+            child.restart_at
+            for child in self.children
+            if child.pid is None and child.restart_at is not None
+        ]
         timeout = max(0.0, min(due) - time.monotonic()) if due else None
         if not in_main:  # no SIGCHLD to wake us: poll
             timeout = 0.2 if timeout is None else min(timeout, 0.2)
@@ -229,7 +257,10 @@ class ProcessPool:
         name = signal.Signals(signum).name
         if not self._stopping:
             self._stopping = True
-            logger.warning("%s received: warm shutdown (workers finish the jobs in hand); send it again for a cold shutdown", name)
+            logger.warning(
+                "%s received: warm shutdown (workers finish the jobs in hand); send it again for a cold shutdown",
+                name,
+            )
             self._kill_all(signal.SIGTERM)
         elif not self._status:
             logger.warning("%s received again: cold shutdown (killing the workers)", name)
@@ -276,13 +307,24 @@ class ProcessPool:
             if self.spec.burst:
                 logger.info("worker %d (pid %s) finished", child.slot, pid)
                 return
-            logger.info("worker %d (pid %s) exited after %s job(s); starting a fresh one", child.slot, pid, self.spec.max_jobs or "its")
+            logger.info(
+                "worker %d (pid %s) exited after %s job(s); starting a fresh one",
+                child.slot,
+                pid,
+                self.spec.max_jobs or "its",
+            )
             child.crashes = 0
             child.restart_at = time.monotonic()
             return
         child.crashes = child.crashes + 1 if lived < CRASH_WINDOW else 1
         delay = _restart_delay(child.crashes)
-        logger.warning("worker %d (pid %s) exited unexpectedly (%s); restarting it in %.1f s", child.slot, pid, how, delay)
+        logger.warning(
+            "worker %d (pid %s) exited unexpectedly (%s); restarting it in %.1f s",
+            child.slot,
+            pid,
+            how,
+            delay,
+        )
         child.restart_at = time.monotonic() + delay
 
     def _start(self, child: _Child) -> None:

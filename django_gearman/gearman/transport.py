@@ -60,7 +60,9 @@ def _port(text: str, spec: object) -> int:
     return int(text)
 
 
-def parse_servers(servers: str | tuple[str, int] | ServerAddress | Sequence[Any]) -> list[ServerAddress]:
+def parse_servers(
+    servers: str | tuple[str, int] | ServerAddress | Sequence[Any],
+) -> list[ServerAddress]:
     """Parse one server or a list; a string may hold several, separated by commas."""
     if isinstance(servers, ServerAddress) or (
         isinstance(servers, tuple) and len(servers) == 2 and isinstance(servers[1], int)

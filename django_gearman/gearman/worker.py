@@ -45,7 +45,9 @@ __all__ = ["Job", "Worker", "current_job", "exception_payload", "perform"]
 logger = logging.getLogger("django_gearman.worker")
 
 
-_current: contextvars.ContextVar[Job | None] = contextvars.ContextVar("django_gearman_job", default=None)
+_current: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
+    "django_gearman_job", default=None
+)
 
 
 def current_job() -> Job | None:
@@ -104,7 +106,9 @@ class _Link:
 
     def __init__(self, address: ServerAddress, max_packet_size: int) -> None:
         self.address = address
-        self.transport = Transport(address, lambda: WorkerConnection(max_packet_size=max_packet_size))
+        self.transport = Transport(
+            address, lambda: WorkerConnection(max_packet_size=max_packet_size)
+        )
         self.retry_at = 0.0
         self.failures = 0
         self.slept_at = 0.0  # when the last PRE_SLEEP went out
@@ -172,12 +176,18 @@ class Worker:
         self._wake_w: socket.socket | None = None  # stop request or signal wakes select()
 
     def __repr__(self) -> str:
-        return f"<Worker servers={[str(a) for a in self.servers]} functions={sorted(self.functions)}>"
+        return (
+            f"<Worker servers={[str(a) for a in self.servers]} functions={sorted(self.functions)}>"
+        )
 
     # -- configuration ----------------------------------------------------------------------
 
     def register(
-        self, function: str, callback: Callable[[Job], bytes | str | None], *, timeout: float | None = None
+        self,
+        function: str,
+        callback: Callable[[Job], bytes | str | None],
+        *,
+        timeout: float | None = None,
     ) -> None:
         """Offer ``function``; ``timeout`` (seconds) sends CAN_DO_TIMEOUT, after which the
         server takes the job back (gearmand requeues it, counting a retry)."""
@@ -199,7 +209,9 @@ class Worker:
 
     def _send_can_do(self, link: _Link, name: str) -> None:
         timeout = self.functions[name].timeout
-        link.transport.conn.can_do(name.encode(), None if timeout is None else max(1, round(timeout * 1000)))
+        link.transport.conn.can_do(
+            name.encode(), None if timeout is None else max(1, round(timeout * 1000))
+        )
 
     # -- running ----------------------------------------------------------------------------
 
@@ -213,7 +225,9 @@ class Worker:
             except OSError:
                 pass
 
-    def work(self, *, burst: bool = False, max_jobs: int | None = None, install_signals: bool = True) -> int:
+    def work(
+        self, *, burst: bool = False, max_jobs: int | None = None, install_signals: bool = True
+    ) -> int:
         """Run jobs until stopped; return the number of jobs run in this call.
 
         ``burst`` returns once every reachable server has no job for us (or none is reachable);
@@ -297,7 +311,12 @@ class Worker:
         link.failures += 1
         link.retry_at = time.monotonic() + delay
         log = logger.warning if link.failures == 1 else logger.debug
-        log("lost %s (%s); reconnecting in %.2fs", link.address, error or type(error).__name__, delay)
+        log(
+            "lost %s (%s); reconnecting in %.2fs",
+            link.address,
+            error or type(error).__name__,
+            delay,
+        )
 
     def _grab(self, link: _Link) -> None:
         """Ask for jobs up to ``prefetch`` in hand, and never for more than ``max_jobs`` leaves."""
@@ -455,4 +474,6 @@ def _result_bytes(result: object) -> bytes:
         return result.encode()
     if isinstance(result, (bytearray, memoryview)):
         return bytes(result)
-    raise TypeError(f"a worker function must return bytes, str or None, not {type(result).__name__}")
+    raise TypeError(
+        f"a worker function must return bytes, str or None, not {type(result).__name__}"
+    )

@@ -4,37 +4,59 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='TaskResultRecord',
+            name="TaskResultRecord",
             fields=[
-                ('id', models.CharField(editable=False, max_length=64, primary_key=True, serialize=False)),
-                ('task_path', models.CharField(db_index=True, max_length=255, verbose_name='task')),
-                ('backend', models.CharField(max_length=64)),
-                ('queue_name', models.CharField(max_length=64, verbose_name='queue')),
-                ('priority', models.IntegerField(default=0)),
-                ('status', models.CharField(choices=[('READY', 'Ready'), ('RUNNING', 'Running'), ('FAILED', 'Failed'), ('SUCCESSFUL', 'Successful')], db_index=True, default='READY', max_length=16)),
-                ('args', models.JSONField(default=list)),
-                ('kwargs', models.JSONField(default=dict)),
-                ('return_value', models.JSONField(blank=True, null=True)),
-                ('errors', models.JSONField(default=list, help_text='[{exception_class_path, traceback}], one per failed attempt')),
-                ('worker_ids', models.JSONField(default=list)),
-                ('job_handle', models.CharField(blank=True, max_length=255)),
-                ('enqueued_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('run_after', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('last_attempted_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.CharField(
+                        editable=False, max_length=64, primary_key=True, serialize=False
+                    ),
+                ),
+                ("task_path", models.CharField(db_index=True, max_length=255, verbose_name="task")),
+                ("backend", models.CharField(max_length=64)),
+                ("queue_name", models.CharField(max_length=64, verbose_name="queue")),
+                ("priority", models.IntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("READY", "Ready"),
+                            ("RUNNING", "Running"),
+                            ("FAILED", "Failed"),
+                            ("SUCCESSFUL", "Successful"),
+                        ],
+                        db_index=True,
+                        default="READY",
+                        max_length=16,
+                    ),
+                ),
+                ("args", models.JSONField(default=list)),
+                ("kwargs", models.JSONField(default=dict)),
+                ("return_value", models.JSONField(blank=True, null=True)),
+                (
+                    "errors",
+                    models.JSONField(
+                        default=list,
+                        help_text="[{exception_class_path, traceback}], one per failed attempt",
+                    ),
+                ),
+                ("worker_ids", models.JSONField(default=list)),
+                ("job_handle", models.CharField(blank=True, max_length=255)),
+                ("enqueued_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("run_after", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("last_attempted_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name': 'task result',
-                'ordering': ['-enqueued_at'],
+                "verbose_name": "task result",
+                "ordering": ["-enqueued_at"],
             },
         ),
     ]

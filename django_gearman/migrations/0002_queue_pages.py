@@ -4,47 +4,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_gearman', '0001_initial'),
+        ("django_gearman", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'job',
-                'permissions': [('view_job', 'Can see the Gearman jobs page')],
-                'managed': False,
-                'default_permissions': (),
+                "verbose_name": "job",
+                "permissions": [("view_job", "Can see the Gearman jobs page")],
+                "managed": False,
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='QueueStatus',
+            name="QueueStatus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'queue status',
-                'verbose_name_plural': 'queue status',
-                'permissions': [('view_queuestatus', 'Can see the Gearman queue pages'), ('manage_queues', 'Can cancel Gearman jobs, drop functions and retry failed tasks')],
-                'managed': False,
-                'default_permissions': (),
+                "verbose_name": "queue status",
+                "verbose_name_plural": "queue status",
+                "permissions": [
+                    ("view_queuestatus", "Can see the Gearman queue pages"),
+                    (
+                        "manage_queues",
+                        "Can cancel Gearman jobs, drop functions and retry failed tasks",
+                    ),
+                ],
+                "managed": False,
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='Worker',
+            name="Worker",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'worker',
-                'permissions': [('view_worker', 'Can see the Gearman workers page')],
-                'managed': False,
-                'default_permissions': (),
+                "verbose_name": "worker",
+                "permissions": [("view_worker", "Can see the Gearman workers page")],
+                "managed": False,
+                "default_permissions": (),
             },
         ),
     ]

@@ -24,7 +24,9 @@ from ..gearman.jobs import Task, TaskState
 
 __all__ = ["Batch", "BatchError", "batch"]
 
-_current: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("django_gearman_batch", default=None)
+_current: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
+    "django_gearman_batch", default=None
+)
 
 
 class BatchError(GearmanError):
@@ -33,7 +35,9 @@ class BatchError(GearmanError):
     def __init__(self, failed: list[Task], total: int) -> None:
         first = failed[0]
         reason = first.error or first.state.value
-        super().__init__(f"{len(failed)} of {total} background job(s) were not queued; first: {first.function}: {reason}")
+        super().__init__(
+            f"{len(failed)} of {total} background job(s) were not queued; first: {first.function}: {reason}"
+        )
         self.failed = failed
         self.total = total
 

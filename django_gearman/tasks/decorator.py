@@ -145,7 +145,9 @@ class GearmanTask(Generic[P, R]):
         sent)."""
         task = self._task(args, kwargs, background=True)
         pipelined = current_batch()
-        if pipelined is not None:  # inside `with batch():` the Task is returned; .handle comes later
+        if (
+            pipelined is not None
+        ):  # inside `with batch():` the Task is returned; .handle comes later
             return pipelined.add(self.options.alias, task)  # type: ignore[return-value]
         client = self._client()
         client.run_tasks([task], timeout=self.options.timeout)
@@ -153,7 +155,9 @@ class GearmanTask(Generic[P, R]):
         assert task.handle is not None
         return task.handle
 
-    def background_on_commit(self, *args: P.args, using: str | None = None, **kwargs: P.kwargs) -> None:
+    def background_on_commit(
+        self, *args: P.args, using: str | None = None, **kwargs: P.kwargs
+    ) -> None:
         """Queue the task once the current database transaction commits (at once outside one),
         so a worker never looks for a row that is not committed yet. The arguments are checked
         now: a value JSON cannot carry raises here, not after the commit."""
@@ -176,7 +180,9 @@ class GearmanTask(Generic[P, R]):
             kind, message = decode_error(task.exception or b"")
             raise TaskError(self.name, kind, message, handle=task.handle)
         if task.state is TaskState.FAILED:
-            raise TaskError(self.name, "", "the worker reported failure (WORK_FAIL)", handle=task.handle)
+            raise TaskError(
+                self.name, "", "the worker reported failure (WORK_FAIL)", handle=task.handle
+            )
         task.raise_for_state()  # timeout, connection errors
         raise AssertionError(f"{task!r} is not finished")  # pragma: no cover
 
@@ -197,7 +203,9 @@ class GearmanTask(Generic[P, R]):
         when = None
         if run_at is not None:
             if not background:
-                raise UsageError("run_at/delay only apply to .background(): a foreground job runs now")
+                raise UsageError(
+                    "run_at/delay only apply to .background(): a foreground job runs now"
+                )
             when = run_at.timestamp() if isinstance(run_at, datetime) else float(run_at)
         on_event = None
         if options.on_status is not None and not background:
@@ -208,7 +216,15 @@ class GearmanTask(Generic[P, R]):
                     callback(event)
 
         priority = Priority.NORMAL if when is not None else options.priority
-        task = Task(self.function_name, data, priority, unique, background=background, run_at=when, on_event=on_event)
+        task = Task(
+            self.function_name,
+            data,
+            priority,
+            unique,
+            background=background,
+            run_at=when,
+            on_event=on_event,
+        )
         try:
             task.packet()
         except LocalProtocolError as error:
@@ -233,7 +249,11 @@ def remote_task(name: str, **options: Any) -> GearmanTask[..., Any]:
     return task
 
 
-def run_many(calls: Iterable[tuple[GearmanTask[..., Any], Sequence[Any], dict[str, Any]]], *, timeout: float | None = None) -> list[Any]:
+def run_many(
+    calls: Iterable[tuple[GearmanTask[..., Any], Sequence[Any], dict[str, Any]]],
+    *,
+    timeout: float | None = None,
+) -> list[Any]:
     """Run many task calls in parallel on the workers and return their results in order.
 
     Each call is ``(task, args, kwargs)``. A failed call's slot holds its :class:`TaskError`
@@ -242,7 +262,9 @@ def run_many(calls: Iterable[tuple[GearmanTask[..., Any], Sequence[Any], dict[st
     calls = list(calls)
     by_alias: dict[str, list[tuple[int, GearmanTask[..., Any], Task]]] = {}
     for index, (task, args, kwargs) in enumerate(calls):
-        by_alias.setdefault(task.options.alias, []).append((index, task, task._task(args, kwargs, background=False)))
+        by_alias.setdefault(task.options.alias, []).append(
+            (index, task, task._task(args, kwargs, background=False))
+        )
     results: list[Any] = [None] * len(calls)
     for alias, items in by_alias.items():
         clients[alias].run_tasks([item[2] for item in items], timeout=timeout)
@@ -301,9 +323,13 @@ def _options(function: Callable[..., Any], options: dict[str, Any]) -> TaskOptio
         raise TypeError(f"gearman_task() got unknown option(s): {', '.join(sorted(unknown))}{hint}")
     name = options.get("name") or f"{function.__module__}.{function.__qualname__}"
     if not isinstance(name, str) or not name or any(c in name for c in "\0\n\r\t "):
-        raise UsageError(f"task name {name!r} must be non-empty text without spaces or control characters")
+        raise UsageError(
+            f"task name {name!r} must be non-empty text without spaces or control characters"
+        )
     if "<locals>" in name:
-        raise UsageError(f"{function.__qualname__} is defined inside a function: a worker could not import it; give it a name= or move it to module level")
+        raise UsageError(
+            f"{function.__qualname__} is defined inside a function: a worker could not import it; give it a name= or move it to module level"
+        )
     retries = int(options.get("retries", 0))
     if retries < 0:
         raise UsageError("retries must be 0 or more")

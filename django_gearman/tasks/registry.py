@@ -23,7 +23,9 @@ class _Registry(dict[str, "GearmanTask[..., Any]"]):
     def add(self, task: GearmanTask[..., Any]) -> None:
         existing = self.get(task.name)
         if existing is not None and _origin(existing.func) != _origin(task.func):
-            self.duplicates.setdefault(task.name, [_origin(existing.func)]).append(_origin(task.func))
+            self.duplicates.setdefault(task.name, [_origin(existing.func)]).append(
+                _origin(task.func)
+            )
         self[task.name] = task
 
     def in_queues(self, queues: Iterable[str]) -> list[GearmanTask[..., Any]]:

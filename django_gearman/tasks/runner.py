@@ -42,6 +42,7 @@ task_failed = Signal()
 #: Sent after a task succeeded: ``sender`` is the task, with ``job``, ``result``, ``attempt``.
 task_succeeded = Signal()
 
+
 def job_callback(task: GearmanTask[..., Any]) -> Callable[[Job], bytes]:
     """The worker callback that runs ``task`` for each of its jobs."""
 
@@ -84,7 +85,9 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                     "%s %s attempt %d failed (%s: %s); retrying in %.1f s",
                     task.name, job.handle, attempt, type(error).__name__, error, delay,
                 )  # fmt: skip
-                job.send_warning(f"attempt {attempt} failed ({type(error).__name__}: {error}); retrying in {delay:.1f} s")
+                job.send_warning(
+                    f"attempt {attempt} failed ({type(error).__name__}: {error}); retrying in {delay:.1f} s"
+                )
                 time.sleep(delay)
                 attempt += 1
                 close_old_connections()
@@ -93,7 +96,9 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                 _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
                 raise
             elapsed = (time.perf_counter() - started) * 1000
-            logger.info("%s %s succeeded in %.1f ms (attempt %d)", task.name, job.handle, elapsed, attempt)
+            logger.info(
+                "%s %s succeeded in %.1f ms (attempt %d)", task.name, job.handle, elapsed, attempt
+            )
             if task_succeeded.receivers:
                 task_succeeded.send(sender=task, job=job, result=result, attempt=attempt)
             if isinstance(call.meta.get("result_id"), str):  # a retry from the admin: its row
@@ -125,14 +130,30 @@ def _failed(
         exc_info=not isinstance(error, EnvelopeError),
     )  # fmt: skip
     if task_failed.receivers:
-        task_failed.send(sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs)
+        task_failed.send(
+            sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs
+        )
     if meta.get("background"):
         result_id = meta.get("result_id")
-        record_failure(task, job, error, attempt, args, kwargs, result_id if isinstance(result_id, str) else None)
+        record_failure(
+            task,
+            job,
+            error,
+            attempt,
+            args,
+            kwargs,
+            result_id if isinstance(result_id, str) else None,
+        )
 
 
 def _resubmit(
-    task: GearmanTask[..., Any], job: Job, args: list[Any], kwargs: dict[str, Any], meta: dict[str, Any], attempt: int, delay: float
+    task: GearmanTask[..., Any],
+    job: Job,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    meta: dict[str, Any],
+    attempt: int,
+    delay: float,
 ) -> None:
     """Queue the next attempt of a background job on the server this one came from."""
     data = encode_call(args, kwargs, {**meta, "attempt": attempt})

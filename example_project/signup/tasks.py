@@ -11,8 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.utils import timezone
 
-from django_gearman import gearman_task
-from django_gearman import current_job
+from django_gearman import current_job, gearman_task
 
 
 @gearman_task(retries=3)
@@ -42,7 +41,9 @@ def build_report(days: int) -> dict[str, Any]:
     per_day = []
     for step in range(1, days + 1):
         day = today - timedelta(days=step - 1)
-        per_day.append({"date": day.isoformat(), "signups": users.filter(date_joined__date=day).count()})
+        per_day.append(
+            {"date": day.isoformat(), "signups": users.filter(date_joined__date=day).count()}
+        )
         if job is not None:
             job.send_status(step, days)
     latest = users.order_by("-date_joined", "-pk").first()

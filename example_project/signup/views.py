@@ -28,8 +28,12 @@ def signup(request: HttpRequest) -> HttpResponse:
                     username=form.cleaned_data["username"], email=form.cleaned_data["email"]
                 )
                 send_signup_mail.background_on_commit(user.pk)
-        except GearmanError:  # raised by the on-commit hook: the user is saved, the mail is not queued
-            logger.exception("could not queue the welcome mail of %s", form.cleaned_data["username"])
+        except (
+            GearmanError
+        ):  # raised by the on-commit hook: the user is saved, the mail is not queued
+            logger.exception(
+                "could not queue the welcome mail of %s", form.cleaned_data["username"]
+            )
             user = get_user_model().objects.get(username=form.cleaned_data["username"])
         return redirect("signup:thanks", user_id=user.pk)
     return render(request, "signup/signup.html", {"form": form})
@@ -49,7 +53,9 @@ def report(request: HttpRequest) -> HttpResponse:
     steps: list[tuple[int, int]] = []
     result, error = None, None
     try:
-        result = build_report.using(on_status=lambda status: steps.append((status.numerator, status.denominator))).submit(days)
+        result = build_report.using(
+            on_status=lambda status: steps.append((status.numerator, status.denominator))
+        ).submit(days)
     except (TaskError, GearmanError) as exc:
         error = str(exc)
     context = {

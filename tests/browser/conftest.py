@@ -23,7 +23,9 @@ def _in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    path = shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+    )
     if path is None:
         message = "Debian's chromium is not installed (apt-get install chromium; scripts/test installs it)"
         if _in_ci():
@@ -53,7 +55,9 @@ def browser_page(chromium_path: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_api.sync_playwright() as playwright:
         # --no-sandbox: chromium's sandbox refuses to run as root, which CI is.
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=["--no-sandbox"]
+        )
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()

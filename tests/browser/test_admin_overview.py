@@ -14,8 +14,8 @@ from django.test import override_settings
 
 from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.protocol.constants import Priority
-
 from tests.helpers import wait_for, worker_thread
+
 from .conftest import admin_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop, pytest.mark.django_db(transaction=True)]
@@ -27,7 +27,11 @@ def gearadmin_status(gearadmin: str, address: str) -> dict[str, tuple[int, int, 
     """`gearadmin --status` as {function: (queued, running, workers)}."""
     host, port = address.rsplit(":", 1)
     output = subprocess.run(
-        [gearadmin, "-h", host, "-p", port, "--status"], capture_output=True, text=True, timeout=10, check=True
+        [gearadmin, "-h", host, "-p", port, "--status"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
     ).stdout
     rows = {}
     for line in output.splitlines():
@@ -42,7 +46,10 @@ def page_status(page: Any, address: str) -> dict[str, tuple[int, int, int]]:
     """The overview's rows for one server as {function: (queued, running, workers)}."""
     rows = {}
     for row in page.locator(f'section[data-server="{address}"] tr[data-function]').all():
-        cells = [int(row.locator(f'td[data-col="{col}"]').inner_text()) for col in ("queued", "running", "workers")]
+        cells = [
+            int(row.locator(f'td[data-col="{col}"]').inner_text())
+            for col in ("queued", "running", "workers")
+        ]
         rows[row.get_attribute("data-function")] = tuple(cells)
     return rows
 
@@ -54,17 +61,27 @@ def gearman(gearman_server: Any) -> Iterator[Any]:
 
 
 def test_overview_matches_gearadmin_and_refreshes_in_place(
-    gearman: Any, gearadmin: str, live_server: Any, admin_user: Any, browser_page: Any, screenshot_dir: Path
+    gearman: Any,
+    gearadmin: str,
+    live_server: Any,
+    admin_user: Any,
+    browser_page: Any,
+    screenshot_dir: Path,
 ) -> None:
     address = gearman.address
     with GearmanClient([address]) as client:
         for n in range(3):
-            client.submit_background("browser_mail", str(n).encode(), priority=Priority.HIGH, unique=f"bm{n}")
+            client.submit_background(
+                "browser_mail", str(n).encode(), priority=Priority.HIGH, unique=f"bm{n}"
+            )
         client.submit_background("browser_mail", b"low", priority=Priority.LOW, unique="bm-low")
         client.submit_background("browser_report", b"r", unique="br")
     page = browser_page
     with worker_thread([address], {"browser_idle": lambda job: b""}, client_id="browser-worker"):
-        wait_for(lambda: gearadmin_status(gearadmin, address).get("browser_idle", (0, 0, 0))[2] == 1, what="the worker")
+        wait_for(
+            lambda: gearadmin_status(gearadmin, address).get("browser_idle", (0, 0, 0))[2] == 1,
+            what="the worker",
+        )
         admin_login(page, live_server.url, "admin", "password")
         page.goto(live_server.url + OVERVIEW)
         assert page.locator(f'section[data-server="{address}"] .gearman-up').is_visible()
@@ -74,7 +91,9 @@ def test_overview_matches_gearadmin_and_refreshes_in_place(
         assert shown == expected
         assert shown["browser_mail"] == (4, 0, 0) and shown["browser_idle"] == (0, 0, 1)
         row = page.locator('tr[data-function="browser_mail"]')
-        assert [row.locator(f'td[data-col="{c}"]').inner_text() for c in ("high", "normal", "low")] == ["3", "0", "1"]
+        assert [
+            row.locator(f'td[data-col="{c}"]').inner_text() for c in ("high", "normal", "low")
+        ] == ["3", "0", "1"]
         path = screenshot_dir / f"admin-overview-{gearman.kind}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 10_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-import threading
 import math
+import threading
 import time
 
 import pytest
 
+from django_gearman.gearman import (
+    GearmanClient,
+    JobHandle,
+    Priority,
+    Task,
+    TaskState,
+    WorkData,
+    WorkStatus,
+    WorkWarning,
+)
 from django_gearman.gearman.admin_client import GearmanAdminClient
-from django_gearman.gearman import GearmanClient, JobHandle, Priority, Task, TaskState, WorkData, WorkStatus, WorkWarning
-from django_gearman.gearman.errors import JobException, JobFailed, JobTimeout, ServerError, ServerUnavailable
+from django_gearman.gearman.errors import (
+    JobException,
+    JobFailed,
+    JobTimeout,
+    ServerError,
+    ServerUnavailable,
+)
 from django_gearman.gearman.worker import Job
-
 from tests.helpers import wait_for, worker_thread
 from tests.peers import free_port
 
@@ -40,7 +54,10 @@ def refuse(job: Job) -> None:
 
 
 def test_foreground_round_trip(gearman_server) -> None:
-    with worker_thread(gearman_server.address, {"reverse": reverse}), GearmanClient([gearman_server.address], timeout=10) as client:
+    with (
+        worker_thread(gearman_server.address, {"reverse": reverse}),
+        GearmanClient([gearman_server.address], timeout=10) as client,
+    ):
         assert client.submit("reverse", b"hello\0world") == b"dlrow\0olleh"
         assert client.submit("reverse", "text") == b"txet"
         for priority in Priority:
@@ -49,20 +66,34 @@ def test_foreground_round_trip(gearman_server) -> None:
 
 def test_progress_reaches_callbacks_and_stream(gearman_server) -> None:
     seen: list[object] = []
-    with worker_thread(gearman_server.address, {"progress": progress}), GearmanClient([gearman_server.address], timeout=10) as client:
-        result = client.submit("progress", on_data=seen.append, on_warning=seen.append, on_status=seen.append)
+    with (
+        worker_thread(gearman_server.address, {"progress": progress}),
+        GearmanClient([gearman_server.address], timeout=10) as client,
+    ):
+        result = client.submit(
+            "progress", on_data=seen.append, on_warning=seen.append, on_status=seen.append
+        )
         assert result == b"done"
         assert [type(e) for e in seen] == [WorkStatus, WorkData, WorkWarning, WorkStatus]
         assert seen[1].data == b"part-1" and seen[2].data == b"careful"
         assert (seen[3].numerator, seen[3].denominator) == (3, 3)
         events = list(client.stream("progress"))
-        assert [type(e).__name__ for e in events] == ["WorkStatus", "WorkData", "WorkWarning", "WorkStatus", "WorkComplete"]
+        assert [type(e).__name__ for e in events] == [
+            "WorkStatus",
+            "WorkData",
+            "WorkWarning",
+            "WorkStatus",
+            "WorkComplete",
+        ]
         assert events[-1].result == b"done"
 
 
 def test_fail_and_exception_are_distinct(gearman_server) -> None:
     functions = {"explode": explode, "refuse": refuse}
-    with worker_thread(gearman_server.address, functions), GearmanClient([gearman_server.address], timeout=10) as client:
+    with (
+        worker_thread(gearman_server.address, functions),
+        GearmanClient([gearman_server.address], timeout=10) as client,
+    ):
         with pytest.raises(JobException) as info:
             client.submit("explode", b"x")
         assert info.value.data == b'{"type":"ValueError","message":"boom: x"}'
@@ -91,12 +122,26 @@ def test_background_status_and_unique_status(gearman_server) -> None:
 def test_priorities_order_the_queue(gearman_server) -> None:
     order: list[bytes] = []
     with GearmanClient([gearman_server.address], timeout=10) as client:
-        for priority, label in [(Priority.LOW, b"low"), (Priority.NORMAL, b"normal"), (Priority.HIGH, b"high")]:
+        for priority, label in [
+            (Priority.LOW, b"low"),
+            (Priority.NORMAL, b"normal"),
+            (Priority.HIGH, b"high"),
+        ]:
             for n in range(3):
                 client.submit_background("ordered", label + str(n).encode(), priority=priority)
         with worker_thread(gearman_server.address, {"ordered": lambda job: order.append(job.data)}):
             wait_for(lambda: len(order) == 9, what="9 jobs")
-    assert order == [b"high0", b"high1", b"high2", b"normal0", b"normal1", b"normal2", b"low0", b"low1", b"low2"]
+    assert order == [
+        b"high0",
+        b"high1",
+        b"high2",
+        b"normal0",
+        b"normal1",
+        b"normal2",
+        b"low0",
+        b"low1",
+        b"low2",
+    ]
 
 
 def test_unique_key_coalesces_foreground_jobs(gearman_server) -> None:
@@ -108,8 +153,15 @@ def test_unique_key_coalesces_foreground_jobs(gearman_server) -> None:
         gate.wait(5)
         return b"shared"
 
-    with worker_thread(gearman_server.address, {"slow": slow}), GearmanClient([gearman_server.address], timeout=10) as client:
-        tasks = [Task("slow", b"a", unique="same"), Task("slow", b"b", unique="same"), Task("slow", b"c", unique="other")]
+    with (
+        worker_thread(gearman_server.address, {"slow": slow}),
+        GearmanClient([gearman_server.address], timeout=10) as client,
+    ):
+        tasks = [
+            Task("slow", b"a", unique="same"),
+            Task("slow", b"b", unique="same"),
+            Task("slow", b"c", unique="other"),
+        ]
         threading.Timer(0.3, gate.set).start()
         client.run_tasks(tasks)
     assert [t.state for t in tasks] == [TaskState.COMPLETE] * 3
@@ -120,7 +172,10 @@ def test_unique_key_coalesces_foreground_jobs(gearman_server) -> None:
 
 def test_task_set_collects_per_task_results(gearman_server) -> None:
     functions = {"reverse": reverse, "explode": explode, "refuse": refuse}
-    with worker_thread(gearman_server.address, functions), GearmanClient([gearman_server.address], timeout=10) as client:
+    with (
+        worker_thread(gearman_server.address, functions),
+        GearmanClient([gearman_server.address], timeout=10) as client,
+    ):
         tasks = [Task("reverse", str(n).encode() + b"x") for n in range(50)]
         tasks += [Task("explode", b"e"), Task("refuse"), Task("reverse", b"bg", background=True)]
         client.run_tasks(tasks)
@@ -174,7 +229,11 @@ def test_idle_poll_picks_up_scheduled_jobs_even_on_gearmand(gearman_server) -> N
         run_at = time.time() + 1.5
         client.submit_background("later_polled", b"x", run_at=run_at)
         # No nudge this time: a sleeping worker asks again every idle_poll seconds.
-        with worker_thread(gearman_server.address, {"later_polled": lambda job: ran.append(time.time())}, idle_poll=0.5):
+        with worker_thread(
+            gearman_server.address,
+            {"later_polled": lambda job: ran.append(time.time())},
+            idle_poll=0.5,
+        ):
             wait_for(lambda: ran, timeout=15, what="the scheduled job")
     assert ran[0] >= int(run_at)
 
@@ -208,5 +267,8 @@ def test_no_server_reachable() -> None:
 
 def test_large_payload(gearman_server) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB with NULs
-    with worker_thread(gearman_server.address, {"reverse": reverse}), GearmanClient([gearman_server.address], timeout=20) as client:
+    with (
+        worker_thread(gearman_server.address, {"reverse": reverse}),
+        GearmanClient([gearman_server.address], timeout=20) as client,
+    ):
         assert client.submit("reverse", payload) == payload[::-1]

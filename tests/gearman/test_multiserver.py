@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman import GearmanClient, Task, TaskState
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.errors import GearmanError
-
 from tests.helpers import wait_for, worker_thread
 from tests.peers import free_port
 
@@ -23,11 +22,15 @@ def test_unique_routes_deterministically_and_others_spread(server_factory) -> No
     with GearmanClient(servers) as client:
         keys = [f"key-{n}" for n in range(40)]
         first = {u: str(client.submit_background("routed", unique=u).server) for u in keys}
-        with GearmanClient(list(reversed(servers))) as other:  # another process, other order: same choice
+        with GearmanClient(
+            list(reversed(servers))
+        ) as other:  # another process, other order: same choice
             again = {u: str(other.submit_background("routed", unique=u).server) for u in first}
         assert first == again
         assert set(first.values()) == set(servers)  # 40 keys all on one server: odds 2**-39
-        spread = collections.Counter(str(client.submit_background("spread").server) for _ in range(10))
+        spread = collections.Counter(
+            str(client.submit_background("spread").server) for _ in range(10)
+        )
         assert spread == {servers[0]: 5, servers[1]: 5}
 
 
@@ -95,7 +98,9 @@ def test_failover_loses_no_background_job(server_factory, tmp_path) -> None:
                 except GearmanError as error:  # pragma: no cover - would be the bug under test
                     pytest.fail(f"submit {n} failed during failover: {error}")
                 submitted.append(n)
-            wait_for(lambda: len(done) == total, timeout=60, what=f"{total} jobs (have {len(done)})")
+            wait_for(
+                lambda: len(done) == total, timeout=60, what=f"{total} jobs (have {len(done)})"
+            )
     assert done == set(submitted)
     for server in servers:
         with GearmanAdminClient(server) as admin:

@@ -85,6 +85,8 @@ def test_server_client_and_worker_round_trip_without_django() -> None:
 
 
 def test_python_m_server_runs_without_django() -> None:
-    result = run("import runpy; runpy.run_module('django_gearman.server', run_name='__main__')", "--help")
+    result = run(
+        "import runpy; runpy.run_module('django_gearman.server', run_name='__main__')", "--help"
+    )
     assert result.returncode == 0, result.stderr
     assert "An embedded Gearman job server" in result.stdout

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman import GearmanClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.errors import JobFailed
 from django_gearman.gearman.worker import Job, Worker
-
 from tests.helpers import wait_for, worker_thread
 
 pytestmark = pytest.mark.interop
@@ -50,8 +49,13 @@ def test_max_jobs_stops_and_leaves_the_rest_queued(gearman_server) -> None:
 def test_client_id_functions_and_unique_reach_the_server(gearman_server) -> None:
     uniques: list[str] = []
     functions = {"ident": lambda job: uniques.append(job.unique) or job.function, "other": print}
-    with worker_thread(gearman_server.address, functions, client_id="worker-7"), GearmanAdminClient(gearman_server.address) as admin:
-        row = wait_for(lambda: [w for w in admin.workers() if w.client_id == "worker-7"], what="worker row")[0]
+    with (
+        worker_thread(gearman_server.address, functions, client_id="worker-7"),
+        GearmanAdminClient(gearman_server.address) as admin,
+    ):
+        row = wait_for(
+            lambda: [w for w in admin.workers() if w.client_id == "worker-7"], what="worker row"
+        )[0]
         assert sorted(row.functions) == ["ident", "other"]
         with GearmanClient([gearman_server.address]) as client:
             assert client.submit("ident", unique="the-unique") == b"ident"
@@ -63,7 +67,10 @@ def test_exception_is_logged_with_traceback(gearman_server, caplog) -> None:
         raise KeyError("missing")
 
     caplog.set_level(logging.ERROR, logger="django_gearman.worker")
-    with worker_thread(gearman_server.address, {"broken": broken}), GearmanClient([gearman_server.address]) as client:
+    with (
+        worker_thread(gearman_server.address, {"broken": broken}),
+        GearmanClient([gearman_server.address]) as client,
+    ):
         with pytest.raises(Exception, match="KeyError"):
             client.submit("broken")
     (record,) = [r for r in caplog.records if "broken" in r.getMessage()]
@@ -79,21 +86,34 @@ def test_bad_return_type_becomes_exception_and_worker_keeps_going(gearman_server
 
 
 def test_unregister_sends_cant_do(gearman_server) -> None:
-    with worker_thread(gearman_server.address, {"keep": print, "drop": print}, client_id="unreg") as worker, GearmanAdminClient(
-        gearman_server.address
-    ) as admin:
-        wait_for(lambda: [w for w in admin.workers() if w.client_id == "unreg" and len(w.functions) == 2])
+    with (
+        worker_thread(
+            gearman_server.address, {"keep": print, "drop": print}, client_id="unreg"
+        ) as worker,
+        GearmanAdminClient(gearman_server.address) as admin,
+    ):
+        wait_for(
+            lambda: [w for w in admin.workers() if w.client_id == "unreg" and len(w.functions) == 2]
+        )
         worker.unregister("drop")  # from another thread: the link queues CANT_DO
-        wait_for(lambda: [w for w in admin.workers() if w.client_id == "unreg" and w.functions == ("keep",)])
+        wait_for(
+            lambda: [
+                w for w in admin.workers() if w.client_id == "unreg" and w.functions == ("keep",)
+            ]
+        )
 
 
 def test_reconnects_after_server_restart(gearman_server) -> None:
-    with worker_thread(gearman_server.address, {"reverse": lambda job: job.data[::-1]}, reconnect_delay=0.05):
+    with worker_thread(
+        gearman_server.address, {"reverse": lambda job: job.data[::-1]}, reconnect_delay=0.05
+    ):
         with GearmanClient([gearman_server.address], timeout=10, retry_delay=0.05) as client:
             assert client.submit("reverse", b"before") == b"erofeb"
             gearman_server.kill()
             gearman_server.restart()
-            result = wait_for(lambda: _try_submit(client, b"after"), timeout=15, what="job after restart")
+            result = wait_for(
+                lambda: _try_submit(client, b"after"), timeout=15, what="job after restart"
+            )
     assert result == b"retfa"
 
 
@@ -138,7 +158,9 @@ WORKER_SCRIPT = textwrap.dedent(
 
 def _start_worker_process(address: str) -> subprocess.Popen:
     script = WORKER_SCRIPT.format(root=str(ROOT), address=address)
-    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -170,7 +192,10 @@ def test_second_signal_is_cold_shutdown_and_job_is_requeued(gearman_server) -> N
             os.kill(process.pid, signal.SIGTERM)
             process.communicate(timeout=5)
             assert process.returncode == 128 + signal.SIGTERM
-            status = wait_for(lambda: (s := client.get_status(handle)).known and not s.running and s, what="requeue")
+            status = wait_for(
+                lambda: (s := client.get_status(handle)).known and not s.running and s,
+                what="requeue",
+            )
             assert status.known and not status.running  # back in the queue for another worker
     finally:
         process.kill()

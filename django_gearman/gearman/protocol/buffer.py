@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .constants import DEFAULT_MAX_PACKET_SIZE, HEADER
 from ..errors import PacketTooLarge, RemoteProtocolError
+from .constants import DEFAULT_MAX_PACKET_SIZE, HEADER
 from .packets import Packet, check_header, decode_body
 
 __all__ = ["DEFAULT_MAX_LINE_SIZE", "Frame", "PacketBuffer", "TextLine"]
@@ -91,7 +91,8 @@ class PacketBuffer:
                     if newline < 0:
                         if end - pos > self.max_line_size:
                             raise RemoteProtocolError(
-                                f"text line longer than {self.max_line_size} bytes", "ARGUMENT_TOO_LARGE"
+                                f"text line longer than {self.max_line_size} bytes",
+                                "ARGUMENT_TOO_LARGE",
                             )
                         break
                     line = bytes(view[pos:newline])
@@ -108,4 +109,3 @@ class PacketBuffer:
         elif pos < end:
             self._data = bytearray(view[pos:])
         return frames
-

@@ -42,19 +42,32 @@ from .text import AdminReply, command_line
 __all__ = ["AdminConnection", "ClientConnection", "encode_submit"]
 
 T = PacketType
-_FOREGROUND = {Priority.HIGH: T.SUBMIT_JOB_HIGH, Priority.NORMAL: T.SUBMIT_JOB, Priority.LOW: T.SUBMIT_JOB_LOW}
-_BACKGROUND = {Priority.HIGH: T.SUBMIT_JOB_HIGH_BG, Priority.NORMAL: T.SUBMIT_JOB_BG, Priority.LOW: T.SUBMIT_JOB_LOW_BG}
+_FOREGROUND = {
+    Priority.HIGH: T.SUBMIT_JOB_HIGH,
+    Priority.NORMAL: T.SUBMIT_JOB,
+    Priority.LOW: T.SUBMIT_JOB_LOW,
+}
+_BACKGROUND = {
+    Priority.HIGH: T.SUBMIT_JOB_HIGH_BG,
+    Priority.NORMAL: T.SUBMIT_JOB_BG,
+    Priority.LOW: T.SUBMIT_JOB_LOW_BG,
+}
 #: Submit packet type -> is it a background job? (SUBMIT_JOB_EPOCH jobs are background.)
 _SUBMITS = {
-    **{t: False for t in _FOREGROUND.values()},
-    **{t: True for t in _BACKGROUND.values()},
+    **dict.fromkeys(_FOREGROUND.values(), False),
+    **dict.fromkeys(_BACKGROUND.values(), True),
     T.SUBMIT_JOB_EPOCH: True,
 }
 _TYPE_BYTES = slice(4, 8)
 
 # What a request waits for: a submit (JOB_CREATED), or one of the other replies.
 _SUBMIT, _BG_SUBMIT, _STATUS, _STATUS_UNIQUE, _ECHO, _OPTION = range(6)
-_REPLY_TO = {T.STATUS_RES: _STATUS, T.STATUS_RES_UNIQUE: _STATUS_UNIQUE, T.ECHO_RES: _ECHO, T.OPTION_RES: _OPTION}
+_REPLY_TO = {
+    T.STATUS_RES: _STATUS,
+    T.STATUS_RES_UNIQUE: _STATUS_UNIQUE,
+    T.ECHO_RES: _ECHO,
+    T.OPTION_RES: _OPTION,
+}
 
 
 def encode_submit(
@@ -74,13 +87,19 @@ def encode_submit(
     (gearmand runs epoch jobs at normal priority).
     """
     if len(unique) > MAX_UNIQUE_SIZE:
-        raise LocalProtocolError(f"unique key is {len(unique)} bytes; Gearman allows at most {MAX_UNIQUE_SIZE}")
+        raise LocalProtocolError(
+            f"unique key is {len(unique)} bytes; Gearman allows at most {MAX_UNIQUE_SIZE}"
+        )
     if not function:
         raise LocalProtocolError("a job needs a function name")
     if epoch is not None:
         if priority is not Priority.NORMAL:
-            raise LocalProtocolError("scheduled (run_at) jobs run at normal priority in gearmand; leave priority NORMAL")
-        return Packet.request(T.SUBMIT_JOB_EPOCH, function, unique, str(int(epoch)).encode(), data).encode()
+            raise LocalProtocolError(
+                "scheduled (run_at) jobs run at normal priority in gearmand; leave priority NORMAL"
+            )
+        return Packet.request(
+            T.SUBMIT_JOB_EPOCH, function, unique, str(int(epoch)).encode(), data
+        ).encode()
     kind = (_BACKGROUND if background else _FOREGROUND)[priority]
     return Packet.request(kind, function, unique, data).encode()
 
@@ -168,7 +187,9 @@ class ClientConnection(Conversation):
                 raise self._broken(f"a client does not expect text lines, got {frame.line[:40]!r}")
             magic, kind, args = frame
             if magic == REQ:
-                raise self._broken(f"a client does not expect {kind.name} with request magic", "INVALID_MAGIC")
+                raise self._broken(
+                    f"a client does not expect {kind.name} with request magic", "INVALID_MAGIC"
+                )
             if kind is T.JOB_CREATED:
                 if not pending or pending[0][0] > _BG_SUBMIT:
                     raise self._broken("JOB_CREATED answers no submit")
@@ -223,7 +244,9 @@ def _reply(kind: PacketType, token: Any, args: tuple[bytes, ...]) -> Any:
         return OptionAccepted(token, args[0])
     first, known, running, numerator, denominator = args[:5]
     waiting = _int(args[5]) if kind is T.STATUS_RES_UNIQUE else None
-    status = JobStatus(first.decode(), known == b"1", running == b"1", _int(numerator), _int(denominator), waiting)
+    status = JobStatus(
+        first.decode(), known == b"1", running == b"1", _int(numerator), _int(denominator), waiting
+    )
     return StatusReply(token, status)
 
 
@@ -271,4 +294,3 @@ class AdminConnection(Conversation):
             if self._replies[0].add(frame.line):
                 done.append(self._replies.popleft())
         return done
-

@@ -35,7 +35,10 @@ class Conversation:
     role = "peer"
 
     def __init__(
-        self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, max_line_size: int = DEFAULT_MAX_LINE_SIZE
+        self,
+        *,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_line_size: int = DEFAULT_MAX_LINE_SIZE,
     ) -> None:
         self.state = ConnectionState.OPEN
         self._buffer = PacketBuffer(max_packet_size=max_packet_size, max_line_size=max_line_size)
@@ -56,7 +59,9 @@ class Conversation:
 
     def _check_open(self) -> None:
         if self.state is not ConnectionState.OPEN:
-            raise LocalProtocolError(f"this {self.role} connection is in the ERROR state after a protocol error")
+            raise LocalProtocolError(
+                f"this {self.role} connection is in the ERROR state after a protocol error"
+            )
 
     def _frames(self, data: bytes) -> list[Frame]:
         """The frames ``data`` completes; a framing error puts the conversation in ERROR."""

@@ -107,8 +107,12 @@ class Priority(IntEnum):
             try:
                 return cls[value.upper()]
             except KeyError:
-                raise LocalProtocolError(f"priority must be 'high', 'normal' or 'low', not {value!r}") from None
+                raise LocalProtocolError(
+                    f"priority must be 'high', 'normal' or 'low', not {value!r}"
+                ) from None
         try:
             return cls(value)
         except ValueError:
-            raise LocalProtocolError(f"priority must be 0 (high), 1 (normal) or 2 (low), not {value!r}") from None
+            raise LocalProtocolError(
+                f"priority must be 0 (high), 1 (normal) or 2 (low), not {value!r}"
+            ) from None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .constants import HEADER, REQ, RES, PacketType
 from ..errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .constants import HEADER, REQ, RES, PacketType
 
 __all__ = [
     "ARG_SPEC",
@@ -63,7 +63,16 @@ ARG_SPEC: dict[PacketType, tuple[str, ...]] = {
     T.SUBMIT_JOB_HIGH_BG: ("function", "unique", "data"),
     T.SUBMIT_JOB_LOW: ("function", "unique", "data"),
     T.SUBMIT_JOB_LOW_BG: ("function", "unique", "data"),
-    T.SUBMIT_JOB_SCHED: ("function", "unique", "minute", "hour", "day_of_month", "month", "day_of_week", "data"),
+    T.SUBMIT_JOB_SCHED: (
+        "function",
+        "unique",
+        "minute",
+        "hour",
+        "day_of_month",
+        "month",
+        "day_of_week",
+        "data",
+    ),
     T.SUBMIT_JOB_EPOCH: ("function", "unique", "epoch", "data"),
     T.SUBMIT_REDUCE_JOB: ("function", "unique", "reducer", "data"),
     T.SUBMIT_REDUCE_JOB_BACKGROUND: ("function", "unique", "reducer", "data"),
@@ -75,7 +84,9 @@ ARG_SPEC: dict[PacketType, tuple[str, ...]] = {
 
 #: ``PACKET_TYPES[n]`` is the ``PacketType`` for wire value ``n`` (``None`` for 0): a list
 #: index is several times faster than ``PacketType(n)`` on the decode hot path.
-PACKET_TYPES: list[PacketType | None] = [None] + [PacketType(n) for n in range(1, len(PacketType) + 1)]
+PACKET_TYPES: list[PacketType | None] = [None] + [
+    PacketType(n) for n in range(1, len(PacketType) + 1)
+]
 
 _ARG_COUNT: list[int] = [0] + [len(ARG_SPEC[t]) for t in PACKET_TYPES[1:]]  # type: ignore[index]
 
@@ -129,9 +140,13 @@ def _validated(magic: bytes, type: PacketType, args: tuple[bytes, ...]) -> Packe
         )
     for index, arg in enumerate(args):
         if not isinstance(arg, (bytes, bytearray, memoryview)):
-            raise LocalProtocolError(f"{type.name} argument {ARG_SPEC[type][index]!r} must be bytes, not {type_name(arg)}")
+            raise LocalProtocolError(
+                f"{type.name} argument {ARG_SPEC[type][index]!r} must be bytes, not {type_name(arg)}"
+            )
         if index < expected - 1 and b"\0" in arg:
-            raise LocalProtocolError(f"{type.name} argument {ARG_SPEC[type][index]!r} may not contain NUL bytes")
+            raise LocalProtocolError(
+                f"{type.name} argument {ARG_SPEC[type][index]!r} may not contain NUL bytes"
+            )
     return Packet(magic, type, tuple(bytes(a) for a in args))
 
 
@@ -153,7 +168,9 @@ def encode_packet(packet: Packet) -> bytes:
 def check_header(magic: bytes, type_value: int) -> None:
     """Raise ``RemoteProtocolError`` unless the magic and type are valid."""
     if magic != REQ and magic != RES:
-        raise RemoteProtocolError(f"bad magic {magic!r}: expected \\0REQ or \\0RES", "INVALID_MAGIC")
+        raise RemoteProtocolError(
+            f"bad magic {magic!r}: expected \\0REQ or \\0RES", "INVALID_MAGIC"
+        )
     if not 0 < type_value < len(PACKET_TYPES):
         raise RemoteProtocolError(f"unknown packet type {type_value}", "INVALID_COMMAND")
 
@@ -168,7 +185,9 @@ def decode_body(magic: bytes, type_value: int, body: bytes) -> Packet:
         return _new_packet(Packet, (magic, type, (body,)))  # type: ignore[no-any-return]
     if count == 0:
         if body:
-            raise RemoteProtocolError(f"{type.name} takes no arguments but has a {len(body)}-byte body")  # type: ignore[union-attr]
+            raise RemoteProtocolError(
+                f"{type.name} takes no arguments but has a {len(body)}-byte body"
+            )  # type: ignore[union-attr]
         return _new_packet(Packet, (magic, type, ()))  # type: ignore[no-any-return]
     args = body.split(b"\0", count - 1)
     if len(args) != count:

@@ -168,13 +168,17 @@ class AdminReply:
         """Raise :class:`AdminError` if the reply is an ``ERR`` line."""
         if len(self.lines) == 1 and (self.lines[0].startswith(b"ERR ") or self.lines[0] == b"ERR"):
             parts = _text(self.lines[0]).split(" ", 2)
-            raise AdminError(parts[1] if len(parts) > 1 else "UNKNOWN_ERROR", parts[2] if len(parts) > 2 else "")
+            raise AdminError(
+                parts[1] if len(parts) > 1 else "UNKNOWN_ERROR", parts[2] if len(parts) > 2 else ""
+            )
 
 
 def _fields(line: bytes, count: int, what: str) -> list[str]:
     fields = _text(line).split("\t")
     if len(fields) != count:
-        raise RemoteProtocolError(f"malformed {what} line {line!r}: expected {count} tab-separated fields")
+        raise RemoteProtocolError(
+            f"malformed {what} line {line!r}: expected {count} tab-separated fields"
+        )
     return fields
 
 
@@ -197,7 +201,11 @@ def parse_priority_status(lines: Iterable[bytes]) -> list[PriorityStatus]:
     rows = []
     for line in lines:
         fn, high, normal, low, workers = _fields(line, 5, "prioritystatus")
-        rows.append(PriorityStatus(fn, _int(high, line), _int(normal, line), _int(low, line), _int(workers, line)))
+        rows.append(
+            PriorityStatus(
+                fn, _int(high, line), _int(normal, line), _int(low, line), _int(workers, line)
+            )
+        )
     return rows
 
 
@@ -231,7 +239,9 @@ def parse_unique_jobs(lines: Iterable[bytes]) -> list[str]:
 def parse_queue(lines: Iterable[bytes]) -> list[QueuedJob]:
     rows = []
     for line in lines:
-        handle, function, unique, priority, state, background, durable, enqueued, run_at = _fields(line, 9, "show queue")
+        handle, function, unique, priority, state, background, durable, enqueued, run_at = _fields(
+            line, 9, "show queue"
+        )
         rows.append(QueuedJob(
             _unescape(handle), _unescape(function), _unescape(unique), priority, state, background != "0",
             durable != "0", _int(enqueued, line), _int(run_at, line),
@@ -258,17 +268,29 @@ _END = b".\n"
 
 
 def format_status(rows: Iterable[FunctionStatus]) -> bytes:
-    return b"".join(_raw(f"{r.function}\t{r.total}\t{r.running}\t{r.available_workers}\n") for r in rows) + _END
+    return (
+        b"".join(
+            _raw(f"{r.function}\t{r.total}\t{r.running}\t{r.available_workers}\n") for r in rows
+        )
+        + _END
+    )
 
 
 def format_priority_status(rows: Iterable[PriorityStatus]) -> bytes:
-    return b"".join(_raw(f"{r.function}\t{r.high}\t{r.normal}\t{r.low}\t{r.workers}\n") for r in rows) + _END
+    return (
+        b"".join(_raw(f"{r.function}\t{r.high}\t{r.normal}\t{r.low}\t{r.workers}\n") for r in rows)
+        + _END
+    )
 
 
 def format_workers(rows: Iterable[WorkerInfo]) -> bytes:
     return (
         b"".join(
-            _raw(f"{r.fd} {r.address} {r.client_id or '-'} :" + "".join(f" {fn}" for fn in r.functions) + "\n")
+            _raw(
+                f"{r.fd} {r.address} {r.client_id or '-'} :"
+                + "".join(f" {fn}" for fn in r.functions)
+                + "\n"
+            )
             for r in rows
         )
         + _END
@@ -276,7 +298,13 @@ def format_workers(rows: Iterable[WorkerInfo]) -> bytes:
 
 
 def format_jobs(rows: Iterable[JobInfo]) -> bytes:
-    return b"".join(_raw(f"{r.handle}\t{r.retries}\t{int(r.ignore_job)}\t{int(r.job_queued)}\n") for r in rows) + _END
+    return (
+        b"".join(
+            _raw(f"{r.handle}\t{r.retries}\t{int(r.ignore_job)}\t{int(r.job_queued)}\n")
+            for r in rows
+        )
+        + _END
+    )
 
 
 def format_queue(rows: Iterable[QueuedJob]) -> bytes:

@@ -74,7 +74,9 @@ class WorkerConnection(Conversation):
         elif timeout_ms < 1:
             raise LocalProtocolError(f"CAN_DO_TIMEOUT takes at least 1 ms, not {timeout_ms}")
         else:
-            self._queue(Packet.request(T.CAN_DO_TIMEOUT, function, str(int(timeout_ms)).encode()).encode())
+            self._queue(
+                Packet.request(T.CAN_DO_TIMEOUT, function, str(int(timeout_ms)).encode()).encode()
+            )
 
     def cant_do(self, function: bytes) -> None:
         """Stop offering ``function``."""
@@ -133,17 +135,23 @@ class WorkerConnection(Conversation):
 
     def work_status(self, handle: bytes, numerator: int, denominator: int) -> None:
         """Progress, e.g. 3 of 10 (WORK_STATUS)."""
-        self._update(T.WORK_STATUS, handle, str(int(numerator)).encode(), str(int(denominator)).encode())
+        self._update(
+            T.WORK_STATUS, handle, str(int(numerator)).encode(), str(int(denominator)).encode()
+        )
 
     def _end(self, handle: bytes) -> None:
         if handle not in self._jobs:
-            raise LocalProtocolError(f"no job {handle!r} is running on this connection (or its result was sent)")
+            raise LocalProtocolError(
+                f"no job {handle!r} is running on this connection (or its result was sent)"
+            )
         self._check_open()
         self._jobs.discard(handle)
 
     def _update(self, kind: PacketType, handle: bytes, *args: bytes) -> None:
         if handle not in self._jobs:
-            raise LocalProtocolError(f"no job {handle!r} is running on this connection (or its result was sent)")
+            raise LocalProtocolError(
+                f"no job {handle!r} is running on this connection (or its result was sent)"
+            )
         self._queue(Packet.request(kind, handle, *args).encode())
 
     # -- what the server says --------------------------------------------------------------------
@@ -156,7 +164,9 @@ class WorkerConnection(Conversation):
                 raise self._broken(f"a worker does not expect text lines, got {frame.line[:40]!r}")
             magic, kind, args = frame
             if magic == REQ:
-                raise self._broken(f"a worker does not expect {kind.name} with request magic", "INVALID_MAGIC")
+                raise self._broken(
+                    f"a worker does not expect {kind.name} with request magic", "INVALID_MAGIC"
+                )
             if kind is T.JOB_ASSIGN_UNIQ or kind is T.JOB_ASSIGN or kind is T.JOB_ASSIGN_ALL:
                 if self.grabs <= 0:
                     raise self._broken(f"{kind.name} answers no grab")
@@ -179,7 +189,11 @@ class WorkerConnection(Conversation):
                     self.worker_state = WorkerState.IDLE
                     events.append(_WOKEN)
             elif kind is T.ERROR:
-                events.append(ErrorReceived(args[0].decode(errors="replace"), args[1].decode(errors="replace")))
+                events.append(
+                    ErrorReceived(
+                        args[0].decode(errors="replace"), args[1].decode(errors="replace")
+                    )
+                )
             else:
                 raise self._broken(f"a worker does not expect {kind.name}")
         return events

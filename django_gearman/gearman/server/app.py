@@ -29,7 +29,9 @@ def raise_file_limit(wanted: int = 65536) -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError) as error:
-            logger.warning("could not raise the open-files limit from %d to %d: %s", soft, target, error)
+            logger.warning(
+                "could not raise the open-files limit from %d to %d: %s", soft, target, error
+            )
     if soft < 4096:
         logger.warning(
             "open-files limit is %d: the server can hold about that many connections; raise it with "
@@ -107,7 +109,11 @@ class GearmanServer:
         if self.store.durable:
             self.store.on_commit(loop, self._committed)
         self._server = await loop.create_server(
-            lambda: ServerProtocol(self), self.host, self.requested_port, backlog=self.backlog, reuse_address=True
+            lambda: ServerProtocol(self),
+            self.host,
+            self.requested_port,
+            backlog=self.backlog,
+            reuse_address=True,
         )
         if replayed:
             logger.info("replayed %d durable job(s)", replayed)
@@ -116,7 +122,14 @@ class GearmanServer:
         count = 0
         for stored in self.store.load():
             job, created, _ = self.state.submit(
-                None, stored.function, stored.unique, stored.data, stored.priority, True, when=stored.when, reducer=stored.reducer
+                None,
+                stored.function,
+                stored.unique,
+                stored.data,
+                stored.priority,
+                True,
+                when=stored.when,
+                reducer=stored.reducer,
             )
             if job is None:
                 continue

@@ -24,7 +24,9 @@ logger = logging.getLogger("django_gearman.server")
 
 DEFAULT_ADDR = "127.0.0.1"
 
-_ADDRPORT = re.compile(r"^(?:(?P<addr>\[[0-9a-fA-F:.]+\]|[\w.-]+):)?(?P<port>\d+)$|^(?P<host>\[[0-9a-fA-F:.]+\]|[\w.-]+)$")
+_ADDRPORT = re.compile(
+    r"^(?:(?P<addr>\[[0-9a-fA-F:.]+\]|[\w.-]+):)?(?P<port>\d+)$|^(?P<host>\[[0-9a-fA-F:.]+\]|[\w.-]+)$"
+)
 
 ERRORS = {
     errno.EACCES: "You don't have permission to access that port.",
@@ -46,13 +48,47 @@ def parse_addrport(value: str) -> tuple[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, default_queue: str = "memory") -> None:
-    parser.add_argument("addrport", nargs="?", default=f"{DEFAULT_ADDR}:{DEFAULT_PORT}", help="[addr:]port to listen on (default 127.0.0.1:4730; port 0 picks a free one)")
-    parser.add_argument("--queue", default=default_queue, help=f"durable store for background jobs: a SQLite file path, or 'memory' (default: {default_queue})")
-    parser.add_argument("--job-retries", type=_non_negative, default=0, help="give up on a job after its worker vanished this many times (0 = never, as gearmand -j 0)")
-    parser.add_argument("--worker-wakeup", type=_non_negative, default=0, help="sleeping workers to wake per new job (0 = all)")
-    parser.add_argument("--max-packet-size", type=_positive, default=DEFAULT_MAX_PACKET_SIZE, help="largest packet body accepted, in bytes")
-    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="event loop: uvloop if installed (auto), or force one")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level of the django_gearman.server logger")
+    parser.add_argument(
+        "addrport",
+        nargs="?",
+        default=f"{DEFAULT_ADDR}:{DEFAULT_PORT}",
+        help="[addr:]port to listen on (default 127.0.0.1:4730; port 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--queue",
+        default=default_queue,
+        help=f"durable store for background jobs: a SQLite file path, or 'memory' (default: {default_queue})",
+    )
+    parser.add_argument(
+        "--job-retries",
+        type=_non_negative,
+        default=0,
+        help="give up on a job after its worker vanished this many times (0 = never, as gearmand -j 0)",
+    )
+    parser.add_argument(
+        "--worker-wakeup",
+        type=_non_negative,
+        default=0,
+        help="sleeping workers to wake per new job (0 = all)",
+    )
+    parser.add_argument(
+        "--max-packet-size",
+        type=_positive,
+        default=DEFAULT_MAX_PACKET_SIZE,
+        help="largest packet body accepted, in bytes",
+    )
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="event loop: uvloop if installed (auto), or force one",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the django_gearman.server logger",
+    )
 
 
 def _non_negative(text: str) -> int:
@@ -69,7 +105,9 @@ def _positive(text: str) -> int:
     return value
 
 
-def _loop_factory(choice: str = "auto") -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+def _loop_factory(
+    choice: str = "auto",
+) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
     """The event loop to run: uvloop's when asked (``uvloop``) or installed (``auto``)."""
     if choice == "asyncio":
         return "asyncio", None
@@ -77,12 +115,16 @@ def _loop_factory(choice: str = "auto") -> tuple[str, Callable[[], asyncio.Abstr
         import uvloop  # noqa: PLC0415
     except ImportError as error:
         if choice == "uvloop":
-            raise StartupError("--loop uvloop: uvloop is not installed (pip install 'django-gearman[uvloop]')") from error
+            raise StartupError(
+                "--loop uvloop: uvloop is not installed (pip install 'django-gearman[uvloop]')"
+            ) from error
         return "asyncio", None
     return "uvloop", uvloop.new_event_loop
 
 
-def _run_loop(main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+def _run_loop(
+    main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
     if factory is None:
         asyncio.run(main)
     elif sys.version_info >= (3, 11):
@@ -107,7 +149,9 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 20, 10)
 
 
-def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], None] | None = None) -> None:
+def run(
+    options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], None] | None = None
+) -> None:
     """Run the server until SIGINT/SIGTERM (persist and stop) or SIGUSR1 (stop when idle)."""
     host, port = parse_addrport(options.addrport)
     loop_name, loop_factory = _loop_factory(getattr(options, "loop", "auto"))
@@ -118,7 +162,12 @@ def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], 
     except (OSError, ValueError) as error:
         raise StartupError(f"cannot open the job store {options.queue!r}: {error}") from error
     server = GearmanServer(
-        host, port, store=store, job_retries=options.job_retries, worker_wakeup=options.worker_wakeup, max_packet_size=options.max_packet_size
+        host,
+        port,
+        store=store,
+        job_retries=options.job_retries,
+        worker_wakeup=options.worker_wakeup,
+        max_packet_size=options.max_packet_size,
     )
 
     async def main() -> None:
@@ -126,9 +175,15 @@ def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], 
             await server.start()
         except OSError as error:
             store.close()
-            raise StartupError(f"Error: {ERRORS.get(error.errno, error.strerror or str(error))} ({host}:{port})") from error
+            raise StartupError(
+                f"Error: {ERRORS.get(error.errno, error.strerror or str(error))} ({host}:{port})"
+            ) from error
         loop = asyncio.get_running_loop()
-        for sig, graceful in ((signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGUSR1, True)):
+        for sig, graceful in (
+            (signal.SIGINT, False),
+            (signal.SIGTERM, False),
+            (signal.SIGUSR1, True),
+        ):
             loop.add_signal_handler(sig, lambda g=graceful, s=sig: _stop(server, s, g))
         if on_bind is not None:
             on_bind(server, loop_name)
@@ -138,7 +193,11 @@ def run(options: argparse.Namespace, *, on_bind: Callable[[GearmanServer, str], 
 
 
 def _stop(server: GearmanServer, sig: int, graceful: bool) -> None:
-    logger.info("%s: %s", signal.Signals(sig).name, "stopping when no job is running" if graceful else "stopping")
+    logger.info(
+        "%s: %s",
+        signal.Signals(sig).name,
+        "stopping when no job is running" if graceful else "stopping",
+    )
     asyncio.ensure_future(server.close(graceful=graceful))
 
 
@@ -156,10 +215,14 @@ def _print_banner(server: GearmanServer, loop_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m django_gearman.server", description="An embedded Gearman job server.")
+    parser = argparse.ArgumentParser(
+        prog="python -m django_gearman.server", description="An embedded Gearman job server."
+    )
     add_arguments(parser)
     options = parser.parse_args(argv)
-    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         run(options, on_bind=_print_banner)
     except StartupError as error:

@@ -22,12 +22,20 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import RemoteProtocolError
 from ..protocol.buffer import PacketBuffer, TextLine
 from ..protocol.constants import REQ, PacketType
-from ..errors import RemoteProtocolError
 from ..protocol.packets import PACKET_TYPES, error_packet
+from .state import (
+    ERR_INVALID_COMMAND,
+    ERR_UNKNOWN_OPTION,
+    Peer,
+    ServerJob,
+    ServerState,
+    job_created,
+    packet,
+)
 from .text import admin_reply
-from .state import ERR_INVALID_COMMAND, ERR_UNKNOWN_OPTION, Peer, ServerJob, ServerState, job_created, packet
 
 if TYPE_CHECKING:
     from .store import JobStore
@@ -87,7 +95,9 @@ class ServerConnection:
             if not self.live:
                 return
             if type(frame) is TextLine:
-                self.write(admin_reply(self.state, self.peer, frame.line, verbose=self.server.verbose))
+                self.write(
+                    admin_reply(self.state, self.peer, frame.line, verbose=self.server.verbose)
+                )
             elif frame[0] == REQ:
                 handlers[frame[1]](self, frame[2])  # type: ignore[index]
             else:
@@ -192,9 +202,21 @@ class ServerConnection:
         # types sent with request magic.
         self.write(ERR_INVALID_COMMAND)
 
-    def _submit(self, name: bytes, unique: bytes, data: bytes, priority: int, background: bool, *, when: int = 0, reducer: bytes = b"") -> None:
+    def _submit(
+        self,
+        name: bytes,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        background: bool,
+        *,
+        when: int = 0,
+        reducer: bytes = b"",
+    ) -> None:
         state = self.state
-        job, created, error = state.submit(self.peer, name, unique, data, priority, background, when, reducer)
+        job, created, error = state.submit(
+            self.peer, name, unique, data, priority, background, when, reducer
+        )
         if error is not None:
             self.write(error)
             return
@@ -218,7 +240,6 @@ class ServerConnection:
             server.held.append(self)
         self.held = job.store_id
         self.write(reply)
-
 
 
 class ServerProtocol(ServerConnection, asyncio.Protocol):
@@ -263,21 +284,27 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
         self.live = False
 
 
-def _submitter(priority: int, background: bool) -> Callable[[ServerConnection, tuple[bytes, ...]], None]:
+def _submitter(
+    priority: int, background: bool
+) -> Callable[[ServerConnection, tuple[bytes, ...]], None]:
     def on_submit(self: ServerConnection, args: tuple[bytes, ...]) -> None:
         self._submit(args[0], args[1], args[2], priority, background)
 
     return on_submit
 
 
-def _bind(method: Callable[..., None], *extra: Any) -> Callable[[ServerConnection, tuple[bytes, ...]], None]:
+def _bind(
+    method: Callable[..., None], *extra: Any
+) -> Callable[[ServerConnection, tuple[bytes, ...]], None]:
     if not extra:
         return method
     return lambda self, args: method(self, args, *extra)
 
 
 P = ServerConnection
-_HANDLERS: list[Callable[[ServerConnection, tuple[bytes, ...]], None]] = [P._on_invalid] * len(PACKET_TYPES)
+_HANDLERS: list[Callable[[ServerConnection, tuple[bytes, ...]], None]] = [P._on_invalid] * len(
+    PACKET_TYPES
+)
 for _kind, _handler in {
     T.SUBMIT_JOB: _submitter(1, False),
     T.SUBMIT_JOB_BG: _submitter(1, True),

@@ -87,7 +87,9 @@ class Peer:
         self.host = host
         self.client_id = b"-"
         self.exceptions = False
-        self.abilities: dict[Function, int] = {}  # function -> CAN_DO_TIMEOUT ms (0: none), CAN_DO order
+        self.abilities: dict[
+            Function, int
+        ] = {}  # function -> CAN_DO_TIMEOUT ms (0: none), CAN_DO order
         self.jobs: dict[ServerJob, Timer | None] = {}  # jobs this worker runs -> its timeout timer
         self.waiting_on: set[ServerJob] = set()  # foreground jobs this client waits for
         self.sleeping = False
@@ -102,7 +104,11 @@ class Function:
 
     def __init__(self, name: bytes) -> None:
         self.name = name
-        self.queues: tuple[deque[ServerJob], deque[ServerJob], deque[ServerJob]] = (deque(), deque(), deque())
+        self.queues: tuple[deque[ServerJob], deque[ServerJob], deque[ServerJob]] = (
+            deque(),
+            deque(),
+            deque(),
+        )
         self.running = 0
         self.workers: dict[Peer, None] = {}  # ordered set of peers that CAN_DO this
         self.sleepers: dict[Peer, None] = {}  # of those, asleep and not yet sent a NOOP
@@ -180,7 +186,9 @@ class ServerState:
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[bytes, ServerJob] = {}
         self.uniques: dict[tuple[bytes, bytes], ServerJob] = {}
-        self.by_unique: dict[bytes, ServerJob] = {}  # for GET_STATUS_UNIQUE, which names no function
+        self.by_unique: dict[
+            bytes, ServerJob
+        ] = {}  # for GET_STATUS_UNIQUE, which names no function
         self.peers: dict[Peer, None] = {}
         self._handle_prefix = handle_prefix + b":"
         self._counter = itertools.count(1)
@@ -302,7 +310,11 @@ class ServerState:
 
     def scheduled_jobs(self) -> list[ServerJob]:
         """Jobs waiting for their run time (SUBMIT_JOB_EPOCH), soonest first."""
-        return [job for _, _, job in sorted(self._scheduled) if not job.ignore and job.handle in self.jobs]
+        return [
+            job
+            for _, _, job in sorted(self._scheduled)
+            if not job.ignore and job.handle in self.jobs
+        ]
 
     def _arm_schedule(self) -> None:
         if not self._scheduled:
@@ -337,7 +349,9 @@ class ServerState:
             return packet(T.STATUS_RES_UNIQUE, unique, b"0", b"0", b"0", b"0", b"0")
         running = b"1" if job.worker is not None else b"0"
         waiting = str(len(job.clients)).encode()
-        return packet(T.STATUS_RES_UNIQUE, unique, b"1", running, job.numerator, job.denominator, waiting)
+        return packet(
+            T.STATUS_RES_UNIQUE, unique, b"1", running, job.numerator, job.denominator, waiting
+        )
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -395,20 +409,37 @@ class ServerState:
         job.function.running += 1
         timer = None
         if timeout_ms:
-            timer = self.call_later(max(timeout_ms, 1000) / 1000, lambda: self._timed_out(peer, job))
+            timer = self.call_later(
+                max(timeout_ms, 1000) / 1000, lambda: self._timed_out(peer, job)
+            )
         peer.jobs[job] = timer
         if kind is T.GRAB_JOB:
             peer.write(packet(T.JOB_ASSIGN, job.handle, job.function.name, job.data))
         elif kind is T.GRAB_JOB_ALL and job.reducer:
-            peer.write(packet(T.JOB_ASSIGN_ALL, job.handle, job.function.name, job.unique, job.reducer, job.data))
+            peer.write(
+                packet(
+                    T.JOB_ASSIGN_ALL,
+                    job.handle,
+                    job.function.name,
+                    job.unique,
+                    job.reducer,
+                    job.data,
+                )
+            )
         else:
-            peer.write(packet(T.JOB_ASSIGN_UNIQ, job.handle, job.function.name, job.unique, job.data))
+            peer.write(
+                packet(T.JOB_ASSIGN_UNIQ, job.handle, job.function.name, job.unique, job.data)
+            )
 
     def _timed_out(self, peer: Peer, job: ServerJob) -> None:
         """CAN_DO_TIMEOUT expired: as gearmand, take the job back (counting a retry)."""
         if peer.jobs.get(job, False) is False or job.worker is not peer:
             return
-        logger.info("job %s timed out on worker %s; requeueing", job.handle.decode(), peer.client_id.decode())
+        logger.info(
+            "job %s timed out on worker %s; requeueing",
+            job.handle.decode(),
+            peer.client_id.decode(),
+        )
         del peer.jobs[job]
         self._give_back(job)
 

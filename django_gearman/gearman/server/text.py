@@ -9,7 +9,7 @@ from itertools import islice
 
 from ..protocol import text as fmt
 from ..protocol.constants import Priority
-from .state import Function, ServerJob, Peer, ServerState
+from .state import Function, Peer, ServerJob, ServerState
 
 __all__ = ["VERSION", "admin_reply"]
 
@@ -32,16 +32,21 @@ def admin_reply(state: ServerState, peer: Peer, line: bytes, *, verbose: str = "
     args = tokens[1:]
     if command == b"status":
         return fmt.format_status(
-            fmt.FunctionStatus(_s(f.name), f.total, f.running, len(f.workers)) for f in _functions(state)
+            fmt.FunctionStatus(_s(f.name), f.total, f.running, len(f.workers))
+            for f in _functions(state)
         )
     if command == b"prioritystatus":
         return fmt.format_priority_status(
-            fmt.PriorityStatus(_s(f.name), len(f.queues[0]), len(f.queues[1]), len(f.queues[2]), len(f.workers))
+            fmt.PriorityStatus(
+                _s(f.name), len(f.queues[0]), len(f.queues[1]), len(f.queues[2]), len(f.workers)
+            )
             for f in _functions(state)
         )
     if command == b"workers":
         return fmt.format_workers(
-            fmt.WorkerInfo(p.fd, p.host, _s(p.client_id), tuple(_s(f.name) for f in reversed(p.abilities)))
+            fmt.WorkerInfo(
+                p.fd, p.host, _s(p.client_id), tuple(_s(f.name) for f in reversed(p.abilities))
+            )
             for p in reversed(state.peers)
         )
     if command == b"show" and args and args[0].lower() == b"queue":
@@ -87,8 +92,15 @@ def _show_queue(state: ServerState, args: list[bytes]) -> bytes:
     limit = int(args[0]) if args else SHOW_QUEUE_DEFAULT
     return fmt.format_queue(
         fmt.QueuedJob(
-            _s(job.handle), _s(job.function.name), _s(job.unique), Priority(job.priority).label, kind,
-            job.background, bool(job.store_id), job.enqueued, job.when,
+            _s(job.handle),
+            _s(job.function.name),
+            _s(job.unique),
+            Priority(job.priority).label,
+            kind,
+            job.background,
+            bool(job.store_id),
+            job.enqueued,
+            job.when,
         )  # fmt: skip
         for kind, job in islice(_listed(state), limit)
     )
@@ -121,11 +133,15 @@ def _name(function: Function) -> bytes:
 
 def _maxqueue(state: ServerState, args: list[bytes]) -> bytes:
     if not args:
-        return _err("INVALID_ARGUMENTS", "An+incomplete+set+of+arguments+was+sent+to+this+command+maxqueue")
+        return _err(
+            "INVALID_ARGUMENTS", "An+incomplete+set+of+arguments+was+sent+to+this+command+maxqueue"
+        )
     try:
         sizes = [max(0, int(a)) for a in args[1:]]
     except ValueError:
-        return _err("INVALID_ARGUMENTS", "An+incomplete+set+of+arguments+was+sent+to+this+command+maxqueue")
+        return _err(
+            "INVALID_ARGUMENTS", "An+incomplete+set+of+arguments+was+sent+to+this+command+maxqueue"
+        )
     function = state.functions.get(args[0])
     if function is not None:  # gearmand: an unknown function still gets OK (no-op)
         if not sizes:

@@ -39,18 +39,28 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # -- choosing the functions ---------------------------------------------------------------------
 
 
-def select_functions(alias: str, task_names: Sequence[str] = (), queues: Sequence[str] = ()) -> list[Offered]:
+def select_functions(
+    alias: str, task_names: Sequence[str] = (), queues: Sequence[str] = ()
+) -> list[Offered]:
     """The functions to offer on ``alias``'s servers: all of them, or those named by ``--task``
     plus those in a ``--queue``. Remote tasks are never offered (another worker runs them)."""
-    ours = {name: task for name, task in registry.items() if not task.remote and task.options.alias == alias}
+    ours = {
+        name: task
+        for name, task in registry.items()
+        if not task.remote and task.options.alias == alias
+    }
     for name in task_names:
         if name in ours:
             continue
         task = registry.get(name)
         if task is not None and task.remote:
-            raise CommandError(f"{name} is a remote task: another language's worker runs it, not gearman_worker.")
+            raise CommandError(
+                f"{name} is a remote task: another language's worker runs it, not gearman_worker."
+            )
         if task is not None:
-            raise CommandError(f"{name} runs on the Gearman alias {task.options.alias!r}: use --alias {task.options.alias}.")
+            raise CommandError(
+                f"{name} runs on the Gearman alias {task.options.alias!r}: use --alias {task.options.alias}."
+            )
         known = "\n  ".join(sorted(ours)) or "(none)"
         raise CommandError(f"Unknown task {name!r}. Tasks of alias {alias!r}:\n  {known}")
     everything = not task_names and not queues
@@ -58,15 +68,27 @@ def select_functions(alias: str, task_names: Sequence[str] = (), queues: Sequenc
         task for name, task in sorted(ours.items())
         if everything or name in task_names or task.options.queue in queues
     ]  # fmt: skip
-    offered = [Offered(task.function_name, job_callback(task), task.options.timeout) for task in chosen]
+    offered = [
+        Offered(task.function_name, job_callback(task), task.options.timeout) for task in chosen
+    ]
     backend_queues = _backend_functions(alias)
-    offered += [Offered(name, callback) for name, (queue, callback) in sorted(backend_queues.items()) if everything or queue in queues]
-    known_queues = {task.options.queue for task in ours.values()} | {queue for queue, _ in backend_queues.values()}
+    offered += [
+        Offered(name, callback)
+        for name, (queue, callback) in sorted(backend_queues.items())
+        if everything or queue in queues
+    ]
+    known_queues = {task.options.queue for task in ours.values()} | {
+        queue for queue, _ in backend_queues.values()
+    }
     unknown = [queue for queue in queues if queue not in known_queues]
     if unknown:
-        raise CommandError(f"No task in queue(s) {', '.join(map(repr, unknown))}. Queues: {', '.join(sorted(known_queues)) or '(none)'}")
+        raise CommandError(
+            f"No task in queue(s) {', '.join(map(repr, unknown))}. Queues: {', '.join(sorted(known_queues)) or '(none)'}"
+        )
     if not offered:
-        raise CommandError(f"No tasks to run on alias {alias!r}: decorate functions with @gearman_task in an installed app's tasks.py.")
+        raise CommandError(
+            f"No tasks to run on alias {alias!r}: decorate functions with @gearman_task in an installed app's tasks.py."
+        )
     return offered
 
 
@@ -105,19 +127,78 @@ class Command(BaseCommand):
     help = "Runs Gearman workers for the registered @gearman_task functions (and the Django Tasks backend's queues)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--alias", default=conf.DEFAULT_ALIAS, help="the GEARMAN alias whose servers to work for (default: default)")
-        parser.add_argument("--task", action="append", default=[], metavar="NAME", help="offer only this task (repeatable)")
-        parser.add_argument("--queue", action="append", default=[], metavar="NAME", help="offer the tasks of this queue (repeatable)")
-        parser.add_argument("--concurrency", type=_positive, default=1, metavar="N", help="how many jobs run at once (default 1)")
-        parser.add_argument("--pool", choices=["processes", "threads"], default="processes", help="run the workers in child processes (default) or threads")
+        parser.add_argument(
+            "--alias",
+            default=conf.DEFAULT_ALIAS,
+            help="the GEARMAN alias whose servers to work for (default: default)",
+        )
+        parser.add_argument(
+            "--task",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="offer only this task (repeatable)",
+        )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="offer the tasks of this queue (repeatable)",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=_positive,
+            default=1,
+            metavar="N",
+            help="how many jobs run at once (default 1)",
+        )
+        parser.add_argument(
+            "--pool",
+            choices=["processes", "threads"],
+            default="processes",
+            help="run the workers in child processes (default) or threads",
+        )
         parser.add_argument("--burst", action="store_true", help="exit once no job is left")
-        parser.add_argument("--max-jobs", type=_positive, default=None, metavar="N", help="a worker stops after N jobs (a child process is then replaced, unless --burst)")
-        parser.add_argument("--client-id", default=None, help="the id the servers show for this worker (default hostname-pid)")
-        parser.add_argument("--prefetch", type=_positive, default=1, metavar="N", help="jobs requested ahead per server (default 1)")
+        parser.add_argument(
+            "--max-jobs",
+            type=_positive,
+            default=None,
+            metavar="N",
+            help="a worker stops after N jobs (a child process is then replaced, unless --burst)",
+        )
+        parser.add_argument(
+            "--client-id",
+            default=None,
+            help="the id the servers show for this worker (default hostname-pid)",
+        )
+        parser.add_argument(
+            "--prefetch",
+            type=_positive,
+            default=1,
+            metavar="N",
+            help="jobs requested ahead per server (default 1)",
+        )
         reload = parser.add_mutually_exclusive_group()
-        reload.add_argument("--reload", action="store_true", dest="use_reloader", default=None, help="restart on code changes (default when DEBUG is true)")
-        reload.add_argument("--noreload", action="store_false", dest="use_reloader", help="do not restart on code changes")
-        parser.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="level of the django_gearman.worker logger (default INFO when this command sets up logging)")
+        reload.add_argument(
+            "--reload",
+            action="store_true",
+            dest="use_reloader",
+            default=None,
+            help="restart on code changes (default when DEBUG is true)",
+        )
+        reload.add_argument(
+            "--noreload",
+            action="store_false",
+            dest="use_reloader",
+            help="do not restart on code changes",
+        )
+        parser.add_argument(
+            "--log-level",
+            choices=LOG_LEVELS,
+            default=None,
+            help="level of the django_gearman.worker logger (default INFO when this command sets up logging)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         spec = self.make_spec(options)  # validate before any reloader starts
@@ -142,7 +223,9 @@ class Command(BaseCommand):
         self.banner(spec, options)
         pool: ProcessPool | ThreadPool
         if options["pool"] == "processes":
-            pool = ProcessPool(spec, before_fork=connections.close_all)  # no child shares a DB socket
+            pool = ProcessPool(
+                spec, before_fork=connections.close_all
+            )  # no child shares a DB socket
         else:
             pool = ThreadPool(spec)
         return pool.run()
@@ -175,7 +258,9 @@ class Command(BaseCommand):
         if not logger.hasHandlers():
             handler = logging.StreamHandler(getattr(self.stderr, "_out", sys.stderr))
             where = "[%(process)d]" if pool == "processes" else "[%(threadName)s]"
-            handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {where} %(name)s: %(message)s"))
+            handler.setFormatter(
+                logging.Formatter(f"%(asctime)s %(levelname)s {where} %(name)s: %(message)s")
+            )
             logger.addHandler(handler)
             logger.setLevel(level or "INFO")
         elif level is not None:

@@ -37,7 +37,9 @@ class Command(BaseCommand):
         logger = logging.getLogger("django_gearman.server")
         if not logger.handlers:
             handler = logging.StreamHandler(self.stderr._out)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
             logger.addHandler(handler)
         logger.setLevel(options["log_level"])
 

@@ -23,7 +23,9 @@ STREAM_FRAMES = [
     Packet.request(PacketType.ECHO_REQ, b""),
 ]
 WIRE = b"".join(
-    frame.encode() if isinstance(frame, Packet) else frame.line + (b"\r\n" if frame.line == b"status" else b"\n")
+    frame.encode()
+    if isinstance(frame, Packet)
+    else frame.line + (b"\r\n" if frame.line == b"status" else b"\n")
     for frame in STREAM_FRAMES
 )
 

@@ -39,7 +39,13 @@ from tests.helpers import MemoryServer
 T = PacketType
 
 
-def submit(conn: ClientConnection, token: object, function: bytes = b"reverse", data: bytes = b"abc", **options: object) -> None:
+def submit(
+    conn: ClientConnection,
+    token: object,
+    function: bytes = b"reverse",
+    data: bytes = b"abc",
+    **options: object,
+) -> None:
     conn.submit(encode_submit(function, data, **options), token)  # type: ignore[arg-type]
 
 
@@ -93,12 +99,17 @@ def test_exceptions_option_turns_fail_into_exception() -> None:
     server.link(worker)
     client.option(b"exceptions", "opt")
     submit(client, "job")
-    assert server.pump()[client] == [OptionAccepted("opt", b"exceptions"), JobCreated("job", b"H:memory:1")]
+    assert server.pump()[client] == [
+        OptionAccepted("opt", b"exceptions"),
+        JobCreated("job", b"H:memory:1"),
+    ]
     worker.can_do(b"reverse")
     worker.grab()
     [assigned] = server.pump()[worker]
     worker.work_exception(assigned.handle, b"boom")
-    assert server.pump()[client] == [JobEnded(("job",), assigned.handle, Outcome.EXCEPTION, b"boom")]
+    assert server.pump()[client] == [
+        JobEnded(("job",), assigned.handle, Outcome.EXCEPTION, b"boom")
+    ]
 
 
 def test_background_job_is_answered_by_job_created_alone() -> None:
@@ -140,7 +151,11 @@ def test_replies_are_matched_to_requests_in_order() -> None:
     assert events[0] == JobCreated("first", b"H:memory:1")
     assert events[1] == EchoReply("echo", b"ping")
     assert events[2].token == "status" and events[2].status.known and not events[2].status.running
-    assert isinstance(events[3], StatusReply) and not events[3].status.known and events[3].status.waiting == 0
+    assert (
+        isinstance(events[3], StatusReply)
+        and not events[3].status.known
+        and events[3].status.waiting == 0
+    )
 
 
 def test_error_answers_the_oldest_request() -> None:
@@ -150,8 +165,13 @@ def test_error_answers_the_oldest_request() -> None:
     client.data_to_send()
     error = Packet.response(T.ERROR, b"QUEUE_ERROR", b"Job queue is full").encode()
     echo = Packet.response(T.ECHO_RES, b"x").encode()
-    assert client.receive_data(echo + error) == [EchoReply("echo", b"x"), RequestRefused("job", "QUEUE_ERROR", "Job queue is full")]
-    assert client.receive_data(error) == [ErrorReceived("QUEUE_ERROR", "Job queue is full")]  # nothing awaited
+    assert client.receive_data(echo + error) == [
+        EchoReply("echo", b"x"),
+        RequestRefused("job", "QUEUE_ERROR", "Job queue is full"),
+    ]
+    assert client.receive_data(error) == [
+        ErrorReceived("QUEUE_ERROR", "Job queue is full")
+    ]  # nothing awaited
 
 
 def test_gearmand_work_fail_with_a_stray_nul_still_ends_the_job() -> None:
@@ -180,7 +200,10 @@ def test_a_reply_nobody_asked_for_breaks_the_client_connection() -> None:
         (Packet.response(T.NOOP).encode(), "client does not expect NOOP"),
         (Packet.request(T.ECHO_REQ, b"x").encode(), "request magic"),
         (b"status\n", "text lines"),
-        (Packet.response(T.STATUS_RES, b"h", b"0", b"0", b"0", b"0").encode(), "answers no request"),
+        (
+            Packet.response(T.STATUS_RES, b"h", b"0", b"0", b"0", b"0").encode(),
+            "answers no request",
+        ),
     ],
 )
 def test_the_client_refuses_what_a_server_never_sends_it(wire: bytes, message: str) -> None:
@@ -232,8 +255,12 @@ def test_the_worker_refuses_what_a_server_never_sends_it(wire: bytes, message: s
 def test_a_late_noop_while_awake_is_ignored_and_errors_are_events() -> None:
     worker = WorkerConnection()
     assert worker.receive_data(Packet.response(T.NOOP).encode()) == []
-    error = Packet.response(T.ERROR, b"JOB_NOT_FOUND", b"Job given in work result not found").encode()
-    assert worker.receive_data(error) == [ErrorReceived("JOB_NOT_FOUND", "Job given in work result not found")]
+    error = Packet.response(
+        T.ERROR, b"JOB_NOT_FOUND", b"Job given in work result not found"
+    ).encode()
+    assert worker.receive_data(error) == [
+        ErrorReceived("JOB_NOT_FOUND", "Job given in work result not found")
+    ]
 
 
 def test_can_do_timeout_must_be_positive() -> None:

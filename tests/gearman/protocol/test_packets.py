@@ -83,7 +83,9 @@ def test_non_bytes_argument_is_local_error() -> None:
         (REQ, 4, b"unexpected body", "INVALID_PACKET"),
     ],
 )
-def test_malformed_frames_are_remote_errors(magic: bytes, type_value: int, body: bytes, code: str) -> None:
+def test_malformed_frames_are_remote_errors(
+    magic: bytes, type_value: int, body: bytes, code: str
+) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         decode_body(magic, type_value, body)
     assert info.value.code == code

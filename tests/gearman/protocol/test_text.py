@@ -66,7 +66,12 @@ def test_show_unique_jobs_keeps_the_empty_unique() -> None:
     [
         ("show foo", b"ERR UNKNOWN_SHOW_ARGUMENTS\r\n", "UNKNOWN_SHOW_ARGUMENTS", ""),
         ("cancel job x", b"ERR UNKNOWN_JOB\r\n", "UNKNOWN_JOB", ""),
-        ("bogus", b"ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n", "UNKNOWN_COMMAND", "Unknown+server+commandbogus"),
+        (
+            "bogus",
+            b"ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n",
+            "UNKNOWN_COMMAND",
+            "Unknown+server+commandbogus",
+        ),
         ("status", b"ERR UNKNOWN_ERROR\r\n", "UNKNOWN_ERROR", ""),
     ],
 )
@@ -103,7 +108,9 @@ def test_command_line() -> None:
         admin.command_line("cancel job", "two words")
 
 
-_names = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20)
+_names = st.text(
+    st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20
+)
 
 
 @given(
@@ -116,7 +123,13 @@ _names = st.text(st.characters(blacklist_characters="\0", blacklist_categories=(
     times=st.tuples(st.integers(0, 2**40), st.integers(0, 2**40)),
 )
 def test_show_queue_rows_round_trip_with_tabs_and_newlines_escaped(
-    handle: str, function: str, unique: str, priority: str, state: str, flags: tuple[bool, bool], times: tuple[int, int]
+    handle: str,
+    function: str,
+    unique: str,
+    priority: str,
+    state: str,
+    flags: tuple[bool, bool],
+    times: tuple[int, int],
 ) -> None:
     row = admin.QueuedJob(handle, function, unique, priority, state, *flags, *times)
     wire = admin.format_queue([row, row])

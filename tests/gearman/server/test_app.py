@@ -68,7 +68,9 @@ def test_pipelined_durable_submits_are_answered_in_order_after_few_commits(tmp_p
     assert kinds == [T.JOB_CREATED] * 500 + [T.ECHO_RES] + [T.JOB_CREATED] * 500
     handles = [packet.args[0] for packet in packets if packet.type is T.JOB_CREATED]
     assert len(set(handles)) == 1000
-    assert [int(h.rsplit(b":", 1)[1]) for h in handles] == sorted(int(h.rsplit(b":", 1)[1]) for h in handles)
+    assert [int(h.rsplit(b":", 1)[1]) for h in handles] == sorted(
+        int(h.rsplit(b":", 1)[1]) for h in handles
+    )
     assert store.commits < 100  # group commit: far fewer transactions than jobs
 
 

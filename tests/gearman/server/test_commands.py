@@ -15,7 +15,6 @@ import pytest
 from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.protocol import Packet, PacketBuffer, PacketType
 from django_gearman.gearman.server.cli import parse_addrport
-
 from tests.helpers import wait_for, worker_thread
 from tests.peers import ROOT, admin_command, free_port
 
@@ -31,7 +30,9 @@ def start(*args: str, django: bool = False) -> subprocess.Popen:
     else:
         cmd = [sys.executable, "-m", "django_gearman.server", *args]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def read_banner(process: subprocess.Popen) -> str:
@@ -206,7 +207,9 @@ def test_unimplemented_packets_answered_like_gearmand(gearman_server) -> None:
 
 
 def test_reduce_job_and_grab_job_all(gearman_server) -> None:
-    submit = Packet.request(T.SUBMIT_REDUCE_JOB_BACKGROUND, b"mapper", b"u-reduce", b"reducer-fn", b"payload").encode()
+    submit = Packet.request(
+        T.SUBMIT_REDUCE_JOB_BACKGROUND, b"mapper", b"u-reduce", b"reducer-fn", b"payload"
+    ).encode()
     if gearman_server.kind == "gearmand":
         # Seen with Debian's gearmand 1.1.20: no reply at all to SUBMIT_REDUCE_JOB_BACKGROUND.
         with pytest.raises(TimeoutError):
@@ -214,5 +217,11 @@ def test_reduce_job_and_grab_job_all(gearman_server) -> None:
         return
     (created,) = raw_reply(gearman_server.address, submit)
     assert created[0] is T.JOB_CREATED
-    replies = raw_reply(gearman_server.address, Packet.request(T.CAN_DO, b"mapper").encode() + Packet.request(T.GRAB_JOB_ALL).encode(), expect=1)
-    assert replies == [(T.JOB_ASSIGN_ALL, (created[1][0], b"mapper", b"u-reduce", b"reducer-fn", b"payload"))]
+    replies = raw_reply(
+        gearman_server.address,
+        Packet.request(T.CAN_DO, b"mapper").encode() + Packet.request(T.GRAB_JOB_ALL).encode(),
+        expect=1,
+    )
+    assert replies == [
+        (T.JOB_ASSIGN_ALL, (created[1][0], b"mapper", b"u-reduce", b"reducer-fn", b"payload"))
+    ]

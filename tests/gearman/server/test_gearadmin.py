@@ -14,10 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman import GearmanClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.protocol.constants import Priority
-
 from tests.helpers import wait_for, worker_thread
 from tests.peers import EmbeddedServer, Gearmand, gearadmin_path, gearmand_path
 
@@ -65,7 +64,9 @@ def normalized(text: str, server: Gearmand) -> list[str]:
 
 
 def compare(servers: dict[str, Gearmand], *args: str) -> list[str]:
-    outputs = {kind: normalized(gearadmin(server, *args), server) for kind, server in servers.items()}
+    outputs = {
+        kind: normalized(gearadmin(server, *args), server) for kind, server in servers.items()
+    }
     assert outputs["embedded"] == outputs["gearmand"], f"gearadmin {' '.join(args)}"
     return outputs["embedded"]
 
@@ -80,7 +81,9 @@ def test_read_only_flags_match(both: dict[str, Gearmand]) -> None:
     try:
         for server in both.values():
             with GearmanAdminClient(server.address) as admin:
-                wait_for(lambda admin=admin: any(w.client_id == "ga-worker" for w in admin.workers()))
+                wait_for(
+                    lambda admin=admin: any(w.client_id == "ga-worker" for w in admin.workers())
+                )
         status = compare(both, "--status")
         assert status == [".", "ga_a\t3\t0\t0", "ga_b\t1\t0\t0", "ga_c\t0\t0\t1"]
         priority = compare(both, "--priority-status")
@@ -92,7 +95,9 @@ def test_read_only_flags_match(both: dict[str, Gearmand]) -> None:
         uniques = compare(both, "--show-unique-jobs")
         assert [u for u in uniques if u.startswith("u")] == sorted(u for *_, u in JOBS)
         assert compare(both, "--getpid") == ["<pid>"]
-        assert compare(both, "--server-verbose") == normalized(gearadmin(both["gearmand"], "--server-verbose"), both["gearmand"])
+        assert compare(both, "--server-verbose") == normalized(
+            gearadmin(both["gearmand"], "--server-verbose"), both["gearmand"]
+        )
         for kind, server in both.items():  # the version differs in its text, not its shape
             version = gearadmin(server, "--server-version").strip()
             assert re.fullmatch(r"1\.1\.\d+[\w.+-]*", version), (kind, version)
@@ -109,7 +114,9 @@ def test_cancel_drop_and_create_match(both: dict[str, Gearmand]) -> None:
     def each(*args: str) -> list[str]:
         """Run gearadmin with a per-server argument (``{job}``) and compare the outputs."""
         outputs = {
-            kind: normalized(gearadmin(server, *(a.format(job=server.first_job) for a in args)), server)  # type: ignore[attr-defined]
+            kind: normalized(
+                gearadmin(server, *(a.format(job=server.first_job) for a in args)), server
+            )  # type: ignore[attr-defined]
             for kind, server in both.items()
         }
         assert outputs["embedded"] == outputs["gearmand"], f"gearadmin {' '.join(args)}"
@@ -124,7 +131,11 @@ def test_cancel_drop_and_create_match(both: dict[str, Gearmand]) -> None:
     with worker_thread([s.address for s in both.values()], {"ga_busy": lambda job: b""}):
         for server in both.values():
             with GearmanAdminClient(server.address) as admin:
-                wait_for(lambda admin=admin: any(r.function == "ga_busy" and r.available_workers for r in admin.status()))
+                wait_for(
+                    lambda admin=admin: any(
+                        r.function == "ga_busy" and r.available_workers for r in admin.status()
+                    )
+                )
         assert compare(both, "--drop-function", "ga_busy") == [
             "Error: there are still connected workers or executing clients"
         ]

@@ -18,10 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman import GearmanClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.protocol import ARG_SPEC, REQ, RES, Packet, PacketType
-
 from tests.helpers import wait_for, worker_thread
 from tests.peers import ROOT, EmbeddedServer
 
@@ -48,7 +47,9 @@ def hostile_input(draw: st.DrawFn) -> bytes:
     if kind == "oversized":
         return REQ + (7).to_bytes(4, "big") + (1 << 31).to_bytes(4, "big")
     ptype = draw(st.sampled_from(list(PacketType)))
-    args = tuple(draw(st.binary(max_size=20).filter(lambda b: b"\0" not in b)) for _ in ARG_SPEC[ptype])
+    args = tuple(
+        draw(st.binary(max_size=20).filter(lambda b: b"\0" not in b)) for _ in ARG_SPEC[ptype]
+    )
     wire = bytearray(Packet(draw(st.sampled_from([REQ, RES])), ptype, args).encode())
     if kind == "mutated" and wire:
         at = draw(st.integers(0, len(wire) - 1))
@@ -57,7 +58,9 @@ def hostile_input(draw: st.DrawFn) -> bytes:
 
 
 @given(payloads=st.lists(hostile_input(), min_size=1, max_size=5))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_fuzz_never_disturbs_other_connections(shared_server, payloads: list[bytes]) -> None:
     """Random and mutated packets and lines: the server answers or closes only that connection."""
     with socket.create_connection(("127.0.0.1", shared_server.port), timeout=5) as bad:
@@ -90,7 +93,12 @@ def test_healthy_client_keeps_getting_results_during_fuzzing(shared_server) -> N
         thread = threading.Thread(target=healthy)
         thread.start()
         try:
-            junk = [b"\0REQ\0\0\0\x63\0\0\0\0", b"\0XYZ" + bytes(8), b"garbage line\n", b"\0REQ\0\0\0\x07\xff\xff\xff\xff"]
+            junk = [
+                b"\0REQ\0\0\0\x63\0\0\0\0",
+                b"\0XYZ" + bytes(8),
+                b"garbage line\n",
+                b"\0REQ\0\0\0\x07\xff\xff\xff\xff",
+            ]
             for n in range(200):
                 with socket.create_connection(("127.0.0.1", shared_server.port), timeout=5) as bad:
                     bad.sendall(junk[n % len(junk)])
@@ -194,12 +202,16 @@ def test_server_killed_with_queued_jobs_replays_them(tmp_path) -> None:
         total = 10_000
         with GearmanClient([server.address], timeout=60) as client:
             for start in range(0, total, 1000):
-                client.submit_background_many([("durable", str(n)) for n in range(start, start + 1000)])
+                client.submit_background_many(
+                    [("durable", str(n)) for n in range(start, start + 1000)]
+                )
         server.kill()
         server.restart()
         seen: list[int] = []
         with worker_thread(server.address, {"durable": lambda job: seen.append(int(job.data))}):
-            wait_for(lambda: len(seen) >= total, timeout=120, what=f"{total} jobs (have {len(seen)})")
+            wait_for(
+                lambda: len(seen) >= total, timeout=120, what=f"{total} jobs (have {len(seen)})"
+            )
             time.sleep(1.0)  # deletions are group-committed shortly after completion
         assert sorted(seen) == list(range(total))  # every job once: none was in flight
         server.kill()

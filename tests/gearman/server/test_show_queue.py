@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman import GearmanClient
+from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.protocol import PacketType
-from django_gearman.gearman.protocol.text import AdminError, AdminReply, QueuedJob, parse_queue
 from django_gearman.gearman.protocol.constants import Priority
+from django_gearman.gearman.protocol.text import AdminError, AdminReply, QueuedJob, parse_queue
 from django_gearman.gearman.server.text import admin_reply
-
 from tests.helpers import wait_for, worker_thread
 from tests.peers import EmbeddedServer, Gearmand
+
 from .test_state import Harness
 
 T = PacketType
@@ -58,7 +58,7 @@ def test_running_then_queued_by_function_and_priority_then_scheduled(h: Harness)
     h.state.can_do(worker, b"run")
     h.state.grab(worker, T.GRAB_JOB_UNIQ)
 
-    def row(job, state: str, priority: str = "normal", *, durable: bool = False) -> QueuedJob:  # noqa: ANN001
+    def row(job, state: str, priority: str = "normal", *, durable: bool = False) -> QueuedJob:
         return QueuedJob(
             job.handle.decode(), job.function.name.decode(), job.unique.decode(), priority, state,
             job.background, durable, job.enqueued, job.when,
@@ -136,7 +136,7 @@ def test_running_jobs_in_submit_order_across_workers(h: Harness) -> None:
 
 
 @pytest.fixture
-def embedded(tmp_path: Path):  # noqa: ANN201
+def embedded(tmp_path: Path):
     server = EmbeddedServer(queue_db=str(tmp_path / "queue.sqlite3"))
     server.start()
     try:
@@ -166,7 +166,7 @@ def test_every_field_in_dispatch_order_and_after_a_restart(embedded: EmbeddedSer
         later = str(client.submit_background("sq_a", b"5", unique="later", run_at=4_000_000_000))
     started = []
 
-    def hold(job) -> bytes:  # noqa: ANN001
+    def hold(job) -> bytes:
         started.append(job.handle)
         wait_for(lambda: stop, timeout=30, what="the test")
         return b""

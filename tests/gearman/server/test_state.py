@@ -25,7 +25,9 @@ class Harness:
         self.now = 1_000_000.0
         self.timers: list[FakeTimer] = []
         self.removed: list[int] = []
-        self.state = ServerState(call_later=self.call_later, clock=lambda: self.now, handle_prefix=b"H:test", **options)
+        self.state = ServerState(
+            call_later=self.call_later, clock=lambda: self.now, handle_prefix=b"H:test", **options
+        )
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
         timer = FakeTimer(self.now + delay, callback)
@@ -44,8 +46,12 @@ class Harness:
         self.state.connect(peer)
         return peer
 
-    def submit(self, peer, name=b"fn", data=b"d", *, unique=b"", priority=1, background=False, when=0):
-        job, created, error = self.state.submit(peer, name, unique, data, priority, background, when=when)
+    def submit(
+        self, peer, name=b"fn", data=b"d", *, unique=b"", priority=1, background=False, when=0
+    ):
+        job, created, error = self.state.submit(
+            peer, name, unique, data, priority, background, when=when
+        )
         assert error is None
         if created:
             self.state.enqueue(job)
@@ -81,7 +87,7 @@ def test_priority_order_within_a_function(h: Harness) -> None:
     got = []
     for _ in range(3):
         h.state.grab(worker, T.GRAB_JOB_UNIQ)
-        (kind, args), = worker.take()
+        ((kind, args),) = worker.take()
         got.append(args[3])
         h.state.work_result(worker, T.WORK_COMPLETE, args[0], b"")
     assert got == [b"high", b"normal", b"low"]
@@ -242,7 +248,9 @@ def test_cancel_marks_ignored_and_fails_clients(h: Harness) -> None:
     assert worker.take() == [(T.NO_JOB, ())]
 
 
-def test_cancel_of_a_running_job_fails_its_clients_and_the_worker_finishes_unheard(h: Harness) -> None:
+def test_cancel_of_a_running_job_fails_its_clients_and_the_worker_finishes_unheard(
+    h: Harness,
+) -> None:
     client, worker = h.peer(), h.peer()
     job = h.submit(client)
     h.state.can_do(worker, b"fn")
@@ -275,6 +283,26 @@ def test_status_reports(h: Harness) -> None:
     h.state.work_update(worker, T.WORK_STATUS, (job.handle, b"3", b"7"))
     assert client.take() == [(T.WORK_STATUS, (job.handle, b"3", b"7"))]
     h.state.status(client, job.handle)
-    assert PacketBuffer().feed(h.state.status(client, job.handle))[0].args == (job.handle, b"1", b"1", b"3", b"7")
-    assert PacketBuffer().feed(h.state.status_unique(client, b"key"))[0].args == (b"key", b"1", b"1", b"3", b"7", b"1")
-    assert PacketBuffer().feed(h.state.status_unique(client, b"nope"))[0].args == (b"nope", b"0", b"0", b"0", b"0", b"0")
+    assert PacketBuffer().feed(h.state.status(client, job.handle))[0].args == (
+        job.handle,
+        b"1",
+        b"1",
+        b"3",
+        b"7",
+    )
+    assert PacketBuffer().feed(h.state.status_unique(client, b"key"))[0].args == (
+        b"key",
+        b"1",
+        b"1",
+        b"3",
+        b"7",
+        b"1",
+    )
+    assert PacketBuffer().feed(h.state.status_unique(client, b"nope"))[0].args == (
+        b"nope",
+        b"0",
+        b"0",
+        b"0",
+        b"0",
+        b"0",
+    )

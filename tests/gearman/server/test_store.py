@@ -355,6 +355,7 @@ def test_a_layout_1_file_is_moved_to_the_current_layout_keeping_every_job(db: st
     connection.execute("PRAGMA user_version=1")
     connection.commit()
     connection.close()
+
     async def add_one(store: SqliteStore) -> int:
         return await add(store, 9, enqueued=1_795_000_009)
 

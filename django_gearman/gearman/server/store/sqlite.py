@@ -102,7 +102,9 @@ class SqliteStore(JobStore):
         jobs = []
         for job_id, priority, when, job, enqueued in self._open().execute(_SELECT):
             function, unique, reducer, data = job.split(b"\0", 3)
-            jobs.append(StoredJob(job_id, function, unique, priority, data, when, reducer, enqueued))
+            jobs.append(
+                StoredJob(job_id, function, unique, priority, data, when, reducer, enqueued)
+            )
         return jobs
 
     def add(
@@ -117,9 +119,7 @@ class SqliteStore(JobStore):
     ) -> StoreFuture:
         loop = asyncio.get_running_loop()
         future = StoreFuture(loop=loop)
-        future.job_id = self._queue(
-            function, unique, priority, data, when, reducer, enqueued, loop
-        )
+        future.job_id = self._queue(function, unique, priority, data, when, reducer, enqueued, loop)
         self._futures.append(future)
         return future
 
