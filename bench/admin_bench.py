@@ -142,7 +142,8 @@ def main() -> int:
 
     results = {kind: measure(kind, args, browser) for kind in ("embedded", "gearmand")}
     print(
-        f"\n{args.jobs} queued jobs over {args.functions} functions, 1 worker with 50 functions; median ms of {args.runs}"
+        f"\n{args.jobs} queued jobs over {args.functions} functions, 1 worker with 50 functions; "
+        f"median ms of {args.runs}"
     )
     print(f"{'':24} {'embedded':>10} {'gearmand':>10} {'ratio':>7}")
     for name in results["embedded"]:

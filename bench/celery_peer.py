@@ -43,9 +43,20 @@ def measure(cfg: dict[str, int], log: Any) -> dict[str, float]:
     port = free_port()
     url = f"redis://127.0.0.1:{port}"
     server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.environ["BENCH_REDIS"] = url
     sys.path.insert(0, str(REPO))
     import redis  # noqa: PLC0415
@@ -73,10 +84,28 @@ def measure(cfg: dict[str, int], log: Any) -> dict[str, float]:
                 time.sleep(0.05)
         env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_REDIS": url}
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "--concurrency", "2", "--pool", "prefork",
-             "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.celery_app",
+                "worker",
+                "--concurrency",
+                "2",
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         celery_app.noop_result.delay(0, 0, "").get(timeout=60)  # the worker is up
         for run in range(cfg["runs"]):
             log(f"celery: .delay() one by one, run {run + 1}")

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import importlib.metadata
 import json
+import logging
 import os
 import platform
 import shutil
@@ -65,20 +68,19 @@ def log(message: str) -> None:
 
 
 def child_main(args: argparse.Namespace) -> int:
-    import logging
 
     # The parent stops workers with SIGTERM; their "warm shutdown" warning is expected noise.
     logging.getLogger("django_gearman").setLevel(logging.ERROR)
     address = f"127.0.0.1:{args.port}"
     if args.role == "echo-worker":
-        from django_gearman.gearman.worker import Worker
+        from django_gearman.gearman.worker import Worker  # noqa: PLC0415 - a child's own role
 
         worker = Worker([address])
         worker.register(ECHO, lambda job: job.data)
         worker.work()
         return 0
     if args.role == "drain-ours":
-        from django_gearman.gearman.worker import Worker
+        from django_gearman.gearman.worker import Worker  # noqa: PLC0415 - a child's own role
 
         worker = Worker([address])
         worker.register(DRAIN, lambda job: None)
@@ -89,7 +91,7 @@ def child_main(args: argparse.Namespace) -> int:
         print(json.dumps({"jobs": jobs, "start": start, "end": end}), flush=True)
         return 0
     if args.role == "drain-pygearman":
-        import gearman
+        import gearman  # noqa: PLC0415 - pygearman, the optional reference
 
         worker = gearman.GearmanWorker([address])
         # pygearman 0.2.6 compares the function name of JOB_ASSIGN (bytes) with the registered
@@ -104,8 +106,6 @@ def child_main(args: argparse.Namespace) -> int:
 def _child_preexec() -> None:
     # Die with the parent even if it is SIGKILLed (Linux only; harmless elsewhere).
     with contextlib.suppress(Exception):
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
@@ -187,7 +187,7 @@ class Harness:
         )
 
     def admin(self):
-        from django_gearman.gearman.admin_client import GearmanAdminClient
+        from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: PLC0415 - on first use
 
         if self._admin is None:
             self._admin = GearmanAdminClient(self.address, timeout=10)
@@ -408,9 +408,9 @@ class Clients:
     """The operations each benchmark row runs, for both libraries."""
 
     def __init__(self, address: str, batch: int, taskset: int) -> None:
-        import gearman
+        import gearman  # noqa: PLC0415 - pygearman, the optional reference
 
-        from django_gearman.gearman import GearmanClient, Task
+        from django_gearman.gearman import GearmanClient, Task  # noqa: PLC0415 - beside pygearman's
 
         self.gearman = gearman
         self.Task = Task
@@ -687,8 +687,6 @@ def print_table(rows: list[dict]) -> None:
 
 
 def environment(args: argparse.Namespace, gearmand: str) -> dict:
-    import importlib.metadata
-
     def run(argv: list[str]) -> str:
         with contextlib.suppress(Exception):
             return subprocess.run(
@@ -778,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role:
         return child_main(args)
     try:
-        import gearman  # noqa: F401
+        import gearman  # noqa: F401, PLC0415 - is the reference installed?
     except ImportError:
         print("pygearman is not installed: pip install pygearman==0.2.6", file=sys.stderr)
         return 2

@@ -413,10 +413,16 @@ def bench_server(kind: str, cfg: dict) -> dict:
             out.setdefault("banner", server.banner)
             fg_time = cfg["fg_warmup"] + cfg["fg_duration"]
             fg = loadgen(
-                "fg", server, timeout=fg_time + 60, clients=FG_CLIENTS, workers=FG_WORKERS,
-                payload=PAYLOAD, warmup=cfg["fg_warmup"], duration=cfg["fg_duration"],
+                "fg",
+                server,
+                timeout=fg_time + 60,
+                clients=FG_CLIENTS,
+                workers=FG_WORKERS,
+                payload=PAYLOAD,
+                warmup=cfg["fg_warmup"],
+                duration=cfg["fg_duration"],
                 function="bench_fg",
-            )  # fmt: skip
+            )
             out["fg"].append(fg)
 
     bg_runs = max(runs, cfg["bg_runs"])  # about a second each, and the noisiest row: more runs
@@ -427,7 +433,8 @@ def bench_server(kind: str, cfg: dict) -> dict:
 
     for i in range(bg_runs):
         log(
-            f"{kind}: durable background submit run {i + 1}/{bg_runs} ({cfg['bg_count']:,} jobs, SQLite)"
+            f"{kind}: durable background submit run {i + 1}/{bg_runs} ({cfg['bg_count']:,} jobs, "
+            "SQLite)"
         )
         with Server(kind, durable=True, loop=loop) as server:
             # gearmand's libsqlite3 queue commits every job on its own (about 1,300/s here):
@@ -470,17 +477,31 @@ def submit(server: Server, cfg: dict, count: int, function: str, prefix: str, li
     """Pipeline ``count`` background jobs into ``server`` (no workers)."""
     uniques = {"unique_prefix": prefix} if cfg["uniques"] == "distinct" else {"empty_unique": True}
     return loadgen(
-        "bg-submit", server, timeout=limit + 60, conns=BG_CONNS, window=BG_WINDOW,
-        payload=PAYLOAD, count=count, function=function, time_limit=limit, **uniques,
-    )  # fmt: skip
+        "bg-submit",
+        server,
+        timeout=limit + 60,
+        conns=BG_CONNS,
+        window=BG_WINDOW,
+        payload=PAYLOAD,
+        count=count,
+        function=function,
+        time_limit=limit,
+        **uniques,
+    )
 
 
 def drain(server: Server, count: int, function: str, limit: float) -> dict:
     """Drain ``count`` queued jobs of ``function`` with DRAIN_WORKERS echo workers."""
     return loadgen(
-        "drain", server, timeout=limit + 60, workers=DRAIN_WORKERS, payload=PAYLOAD,
-        count=count, function=function, time_limit=limit,
-    )  # fmt: skip
+        "drain",
+        server,
+        timeout=limit + 60,
+        workers=DRAIN_WORKERS,
+        payload=PAYLOAD,
+        count=count,
+        function=function,
+        time_limit=limit,
+    )
 
 
 def summarize(raw: dict) -> dict:

@@ -145,7 +145,8 @@ def measure(server_kind: str, cfg: dict[str, int]) -> dict[str, float]:
                     raise RuntimeError("the worker did not drain the queue")
                 for run in range(cfg["runs"]):
                     log(
-                        f"{server_kind}: end to end through gearman_worker --concurrency 2, run {run + 1}"
+                        f"{server_kind}: end to end through gearman_worker --concurrency 2, run "
+                        f"{run + 1}"
                     )
                     n = cfg["e2e"]
                     started = time.perf_counter()
@@ -208,7 +209,8 @@ def main() -> int:
             print(f"celery+redis: not measured ({why_not})")
     print()
     print(
-        f"@gearman_task, {os.cpu_count()} CPUs, median of {cfg['runs']} run(s); no-op task (2 ints, 100-byte str)"
+        f"@gearman_task, {os.cpu_count()} CPUs, median of {cfg['runs']} run(s); no-op task (2 "
+        "ints, 100-byte str)"
     )
     kinds = list(results)
     header = f"{'metric':<44}" + "".join(f"{k:>14}" for k in kinds) + "   target"

@@ -1,4 +1,7 @@
-"""A Django Tasks backend on Gearman: ``TASKS = {"default": {"BACKEND": "django_gearman.backends.GearmanBackend"}}``.
+"""A Django Tasks backend on Gearman::
+
+    TASKS = {"default": {"BACKEND": "django_gearman.backends.GearmanBackend"}}
+
 
 Works with ``django.tasks`` (Django 6.x) and with the ``django-tasks`` backport (Django 5.2).
 
@@ -81,9 +84,16 @@ class GearmanBackend(BaseTaskBackend):
         result_id = get_random_string(32)
         now = timezone.now()
         record = TaskResultRecord.objects.create(
-            id=result_id, task_path=task.module_path, backend=self.alias, queue_name=task.queue_name,
-            priority=task.priority, args=args, kwargs=kwargs, enqueued_at=now, run_after=task.run_after,
-        )  # fmt: skip
+            id=result_id,
+            task_path=task.module_path,
+            backend=self.alias,
+            queue_name=task.queue_name,
+            priority=task.priority,
+            args=args,
+            kwargs=kwargs,
+            enqueued_at=now,
+            run_after=task.run_after,
+        )
         meta = {
             "task": task.module_path,
             "result_id": result_id,
@@ -150,9 +160,13 @@ def run_job(job: Job) -> bytes:
         worker_id = f"{socket.gethostname()}-{os.getpid()}"
         if record is None:  # enqueued by another client, or its row was deleted: make one
             record = TaskResultRecord(
-                id=result_id, task_path=task_path, backend=str(call.meta.get("backend", "default")),
-                queue_name=task.queue_name, args=call.args, kwargs=call.kwargs,
-            )  # fmt: skip
+                id=result_id,
+                task_path=task_path,
+                backend=str(call.meta.get("backend", "default")),
+                queue_name=task.queue_name,
+                args=call.args,
+                kwargs=call.kwargs,
+            )
         record.status = TaskResultRecord.Status.RUNNING
         record.started_at = record.started_at or started
         record.last_attempted_at = started
@@ -201,7 +215,7 @@ def tasks_priority(priority: int) -> Priority:
 
 
 def _to_result(task: Task, record: Any) -> TaskResult:
-    result = TaskResult(
+    result: TaskResult = TaskResult(
         task=task,
         id=record.id,
         status=TaskResultStatus(record.status),

@@ -28,17 +28,22 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
     errors: list[CheckMessage] = []
     for name, origins in sorted(registry.duplicates.items()):
-        errors.append(Error(
-            f"Task name {name!r} is used by more than one function: {'; '.join(origins)}.",
-            hint="Give one of them another name with @gearman_task(name=...).",
-            id="django_gearman.E010",
-        ))  # fmt: skip
+        errors.append(
+            Error(
+                f"Task name {name!r} is used by more than one function: {'; '.join(origins)}.",
+                hint="Give one of them another name with @gearman_task(name=...).",
+                id="django_gearman.E010",
+            )
+        )
     configured = set(conf.aliases())
     for task in registry.values():
         if configured and task.options.alias not in configured:
-            errors.append(Error(
-                f"Task {task.name!r} uses the Gearman alias {task.options.alias!r}, which is not in settings.GEARMAN.",
-                hint=f"Add it to GEARMAN or use one of: {', '.join(sorted(configured))}.",
-                id="django_gearman.E011",
-            ))  # fmt: skip
+            errors.append(
+                Error(
+                    f"Task {task.name!r} uses the Gearman alias {task.options.alias!r}, which is "
+                    "not in settings.GEARMAN.",
+                    hint=f"Add it to GEARMAN or use one of: {', '.join(sorted(configured))}.",
+                    id="django_gearman.E011",
+                )
+            )
     return errors

@@ -10,6 +10,7 @@ alias's servers and ``OPTIONS``. Clients connect lazily and are rebuilt when ``G
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.local import Local
@@ -24,7 +25,7 @@ from .gearman.client import GearmanClient
 __all__ = ["clients"]
 
 
-class GearmanClientHandler(BaseConnectionHandler):  # type: ignore[type-arg]
+class GearmanClientHandler(BaseConnectionHandler):
     settings_name = "GEARMAN"
     exception_class = conf.InvalidGearmanSettings
 
@@ -33,7 +34,8 @@ class GearmanClientHandler(BaseConnectionHandler):  # type: ignore[type-arg]
 
     def create_connection(self, alias: str) -> BaseClient:
         config = conf.get_settings(alias)
-        client = config.backend_class()(list(map(str, config.servers)), **config.options)
+        backend: Callable[..., BaseClient] = config.backend_class()  # Backend(servers, **OPTIONS)
+        client = backend(list(map(str, config.servers)), **config.options)
         if isinstance(client, GearmanClient):
             # A thread's client goes when the thread does, without anyone calling close():
             # close its sockets then, rather than leave them to the garbage collector's warning.
@@ -50,4 +52,4 @@ def _gearman_changed(*, setting: str, **kwargs: Any) -> None:
         conf.reset()
         clients.close_all()  # this thread's; other threads' clients are dropped unclosed
         clients.__dict__.pop("settings", None)
-        clients._connections = Local(clients.thread_critical)
+        clients._connections = Local(clients.thread_critical)  # type: ignore[attr-defined]

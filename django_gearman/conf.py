@@ -61,8 +61,14 @@ BACKENDS = {
 DEFAULT_BACKEND = "gearman"
 _ALIAS_KEYS = {"SERVERS", "PREFIX", "BACKEND", "OPTIONS"}
 _CLIENT_OPTIONS = {
-    "timeout", "connect_timeout", "client_id", "exceptions", "retry_delay", "max_retry_delay", "max_packet_size",
-}  # fmt: skip
+    "timeout",
+    "connect_timeout",
+    "client_id",
+    "exceptions",
+    "retry_delay",
+    "max_retry_delay",
+    "max_packet_size",
+}
 
 
 class InvalidGearmanSettings(GearmanError, ImproperlyConfigured):
@@ -131,7 +137,8 @@ def get_settings(alias: str = DEFAULT_ALIAS) -> AliasSettings:
         return _cache[alias]
     except KeyError:
         raise InvalidGearmanSettings(
-            f"no Gearman alias {alias!r} in settings.GEARMAN (aliases: {', '.join(sorted(_cache)) or 'none'})"
+            f"no Gearman alias {alias!r} in settings.GEARMAN (aliases: "
+            f"{', '.join(sorted(_cache)) or 'none'})"
         ) from None
 
 
@@ -169,37 +176,55 @@ def check_settings() -> list[tuple[str, str, str]]:
             continue
         unknown = set(value) - _ALIAS_KEYS - {"MODE"}
         if unknown:
-            problems.append((
-                "E003", f"{where} has unknown key(s): {', '.join(sorted(map(str, unknown)))}.",
-                f"Allowed keys: {', '.join(sorted(_ALIAS_KEYS))}.",
-            ))  # fmt: skip
+            problems.append(
+                (
+                    "E003",
+                    f"{where} has unknown key(s): {', '.join(sorted(map(str, unknown)))}.",
+                    f"Allowed keys: {', '.join(sorted(_ALIAS_KEYS))}.",
+                )
+            )
         try:
             parse_servers(value.get("SERVERS", DEFAULT_SERVERS))
         except (ValueError, TypeError) as error:
-            problems.append((
-                "E004", f"{where}['SERVERS'] is not a list of job servers: {error}.",
-                'Use "host:port" strings, e.g. ["127.0.0.1:4730"], or "gearman://h1:4730,h2:4730".',
-            ))  # fmt: skip
+            problems.append(
+                (
+                    "E004",
+                    f"{where}['SERVERS'] is not a list of job servers: {error}.",
+                    'Use "host:port" strings, e.g. ["127.0.0.1:4730"], or "gearman://h1:4730,h2:4730".',
+                )
+            )
         prefix = value.get("PREFIX", "")
         if not isinstance(prefix, str) or any(c in prefix for c in "\0\n\r\t "):
-            problems.append((
-                "E005", f"{where}['PREFIX'] must be a string without spaces or control characters, not {prefix!r}.",
-                'Use a short name and a separator, e.g. "myproject.".',
-            ))  # fmt: skip
+            problems.append(
+                (
+                    "E005",
+                    f"{where}['PREFIX'] must be a string without spaces or control characters, not "
+                    f"{prefix!r}.",
+                    'Use a short name and a separator, e.g. "myproject.".',
+                )
+            )
         if "MODE" in value:
-            problems.append((
-                "E006", f"{where} has MODE, which BACKEND replaced.",
-                f'Use "BACKEND": {BACKENDS.get(str(value["MODE"]), "gearman")!r} (or a short name: '
-                f"{', '.join(BACKENDS)}).",
-            ))  # fmt: skip
+            problems.append(
+                (
+                    "E006",
+                    f"{where} has MODE, which BACKEND replaced.",
+                    f'Use "BACKEND": {BACKENDS.get(str(value["MODE"]), "gearman")!r} (or a short '
+                    "name: "
+                    f"{', '.join(BACKENDS)}).",
+                )
+            )
         backend = value.get("BACKEND", DEFAULT_BACKEND)
         try:
             _backend_class(backend)
         except (ImportError, TypeError, ValueError, UsageError) as error:
-            problems.append((
-                "E006", f"{where}['BACKEND'] is not a client backend: {error}.",
-                f"Use a dotted path to a BaseClient subclass, or one of: {', '.join(BACKENDS)}.",
-            ))  # fmt: skip
+            problems.append(
+                (
+                    "E006",
+                    f"{where}['BACKEND'] is not a client backend: {error}.",
+                    "Use a dotted path to a BaseClient subclass, or one of: "
+                    f"{', '.join(BACKENDS)}.",
+                )
+            )
         options = value.get("OPTIONS", {})
         if not isinstance(options, dict):
             problems.append(
@@ -212,10 +237,14 @@ def check_settings() -> list[tuple[str, str, str]]:
         else:
             bad = set(options) - _CLIENT_OPTIONS
             if bad:
-                problems.append((
-                    "E007", f"{where}['OPTIONS'] has unknown option(s): {', '.join(sorted(map(str, bad)))}.",
-                    f"Options are GearmanClient's: {', '.join(sorted(_CLIENT_OPTIONS))}.",
-                ))  # fmt: skip
+                problems.append(
+                    (
+                        "E007",
+                        f"{where}['OPTIONS'] has unknown option(s): "
+                        f"{', '.join(sorted(map(str, bad)))}.",
+                        f"Options are GearmanClient's: {', '.join(sorted(_CLIENT_OPTIONS))}.",
+                    )
+                )
     return problems
 
 

@@ -59,10 +59,20 @@ class TaskResultRecord(models.Model):
 # -- the admin's queue pages ------------------------------------------------------------------
 # No tables: these unmanaged models exist so that the admin lists the pages (with no URL wiring by
 # the user) and so that the auth app creates their permissions. The data comes live from the job
-# servers (django_gearman.monitor).
+# servers (django_gearman.admin.monitor).
 
 
-class QueueStatus(models.Model):
+class _Page(models.Model):
+    """A page of live server data: no rows, so its name is all there is to show."""
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)
+
+
+class QueueStatus(_Page):
     """The overview page: every configured server and its functions."""
 
     class Meta:
@@ -75,7 +85,7 @@ class QueueStatus(models.Model):
         verbose_name = verbose_name_plural = "queue status"
 
 
-class WorkerList(models.Model):
+class WorkerList(_Page):
     """The workers page: every worker connection of every server."""
 
     class Meta:
@@ -85,7 +95,7 @@ class WorkerList(models.Model):
         verbose_name = "worker"
 
 
-class JobList(models.Model):
+class JobList(_Page):
     """The jobs page: every job a server holds."""
 
     class Meta:

@@ -104,11 +104,19 @@ class OutboxClient(_Double):
     def handle(self, task: Task) -> None:
         call = decode_call(task.data)
         found = _task_for(task.function)
-        outbox.append(Submission(
-            task=found.name if found else task.function, function=task.function, args=call.args,
-            kwargs=call.kwargs, background=task.background, priority=task.priority.label, unique=task.unique,
-            run_at=task.run_at, alias=found.options.alias if found else None,
-        ))  # fmt: skip
+        outbox.append(
+            Submission(
+                task=found.name if found else task.function,
+                function=task.function,
+                args=call.args,
+                kwargs=call.kwargs,
+                background=task.background,
+                priority=task.priority.label,
+                unique=task.unique,
+                run_at=task.run_at,
+                alias=found.options.alias if found else None,
+            )
+        )
         if task.background:
             task.state = TaskState.CREATED
         else:
@@ -126,7 +134,8 @@ class ImmediateClient(_Double):
             task.state = TaskState.ERROR
             task.error = LookupError(
                 f"no task of this process runs the Gearman function {task.function!r} "
-                "(the immediate backend runs only this process's @gearman_task functions and Tasks queues)"
+                "(the immediate backend runs only this process's @gearman_task functions and Tasks "
+                "queues)"
             )
             return
         job = _LocalJob(task)

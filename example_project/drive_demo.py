@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.admin:
             user, _, password = args.admin.partition(":")
             print(
-                f"==> the admin's queue overview, {urllib.parse.urljoin(args.url, '/admin/django_gearman/queuestatus/')}"
+                "==> the admin's queue overview, "
+                f"{urllib.parse.urljoin(args.url, '/admin/django_gearman/queuestatus/')}"
             )
             functions = admin_overview(Browser(args.url), user, password, args.gearman)
             print(f"    {args.gearman} is up; functions: {', '.join(functions) or '(none)'}")

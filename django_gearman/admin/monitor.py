@@ -125,9 +125,18 @@ def snapshot(
         )
         rows.append(FunctionRow(name, high, normal, low, running, available))
     return ServerSnapshot(
-        address, aliases, up=True, version=version, pid=pid, functions=tuple(rows), workers=workers,
-        jobs=jobs, unique_keys=uniques, queue=queue, queue_error=queue_error,
-    )  # fmt: skip
+        address,
+        aliases,
+        up=True,
+        version=version,
+        pid=pid,
+        functions=tuple(rows),
+        workers=workers,
+        jobs=jobs,
+        unique_keys=uniques,
+        queue=queue,
+        queue_error=queue_error,
+    )
 
 
 def configured_servers() -> dict[str, tuple[str, ...]]:

@@ -1,9 +1,9 @@
 """The live queue pages: overview, workers, jobs, and the server actions (cancel, drop).
 
-The queue pages hang off unmanaged models (``models.QueueStatus``, ``WorkerList``, ``JobList``), so they
-appear in the admin as soon as the app is installed, with no URL wiring, and their permissions
-come from the auth app. Their data is asked from the job servers on each view
-(:mod:`django_gearman.monitor`); a page refreshes its tables in place every few seconds.
+The queue pages hang off unmanaged models (``models.QueueStatus``, ``WorkerList``,
+``JobList``), so they appear in the admin as soon as the app is installed, with no URL wiring,
+and their permissions come from the auth app. Their data is asked from the job servers on each
+view (:mod:`.monitor`); a page refreshes its tables in place every few seconds.
 
 Seeing a page needs its view permission (``django_gearman.view_queuestatus``, ``view_workerlist``,
 ``view_joblist``). Changing anything (cancel a job, drop a function, retry a failed task) needs a
@@ -43,6 +43,7 @@ def can_manage(request: HttpRequest) -> bool:
 
 def _log(request: HttpRequest, model: type, object_id: str, message: str) -> None:
     """One admin log line (LogEntry) for an action that changed a job server."""
+    assert request.user.pk is not None  # actions are for logged-in managers only
     LogEntry.objects.create(
         user_id=request.user.pk,
         content_type=ContentType.objects.get_for_model(model, for_concrete_model=False),
@@ -53,7 +54,7 @@ def _log(request: HttpRequest, model: type, object_id: str, message: str) -> Non
     )
 
 
-class LivePageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class LivePageAdmin(admin.ModelAdmin):
     """A read-only page of live server data in place of a model's change list."""
 
     #: The page template; ``fragment_template`` is the part that refreshes in place.
@@ -80,7 +81,9 @@ class LivePageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         info = self.opts.app_label, self.opts.model_name
         return [
             path(
-                "", self.admin_site.admin_view(self.changelist_view), name="%s_%s_changelist" % info
+                "",
+                self.admin_site.admin_view(self.changelist_view),
+                name="{}_{}_changelist".format(*info),
             )
         ]
 
@@ -95,7 +98,7 @@ class LivePageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": self.opts.verbose_name_plural.capitalize(),
+            "title": str(self.opts.verbose_name_plural).capitalize(),
             "snapshots": snapshots,
             "servers": [self.server_context(s) for s in snapshots],
             "totals": _totals(snapshots),
@@ -146,20 +149,28 @@ class QueueStatusAdmin(LivePageAdmin):
     def cancel_job_view(self, request: HttpRequest) -> HttpResponse:
         """Cancel a queued job (``cancel job <handle>``): confirm on GET, do it on POST."""
         return self._server_action(
-            request, "handle", title="Cancel a job", verb="Cancel job",
+            request,
+            "handle",
+            title="Cancel a job",
+            verb="Cancel job",
             run=lambda admin_client, handle: admin_client.cancel_job(handle),
-            done="Cancelled job {target} on {server}.", log_model=JobList,
+            done="Cancelled job {target} on {server}.",
+            log_model=JobList,
             back=reverse("admin:django_gearman_joblist_changelist"),
-        )  # fmt: skip
+        )
 
     def drop_function_view(self, request: HttpRequest) -> HttpResponse:
         """Drop a function with no workers and no running jobs (``drop function <name>``)."""
         return self._server_action(
-            request, "function", title="Drop a function", verb="Drop function",
+            request,
+            "function",
+            title="Drop a function",
+            verb="Drop function",
             run=lambda admin_client, name: admin_client.drop_function(name),
-            done="Dropped function {target} on {server}.", log_model=QueueStatus,
+            done="Dropped function {target} on {server}.",
+            log_model=QueueStatus,
             back=reverse("admin:django_gearman_queuestatus_changelist"),
-        )  # fmt: skip
+        )
 
     def _server_action(
         self,

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -25,7 +26,7 @@ logger = logging.getLogger("django_gearman.admin")
 
 
 @admin.register(TaskResultRecord)
-class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class TaskResultRecordAdmin(admin.ModelAdmin):
     """Task results: failed background tasks and every Django Tasks task, filterable by status
     and task; the detail shows arguments, result and each error's traceback; failed ones can be
     retried (superusers or ``manage_queues``)."""
@@ -46,15 +47,54 @@ class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     actions = ["retry_selected"]
     change_form_template = "admin/django_gearman/taskresultrecord/change_form.html"
     fieldsets = [
-        (None, {"fields": ["id", "task_path", "status", "backend", "queue_name", "priority", "job_handle"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "task_path",
+                    "status",
+                    "backend",
+                    "queue_name",
+                    "priority",
+                    "job_handle",
+                ]
+            },
+        ),
         ("Call", {"fields": ["arguments", "result"]}),
         ("Errors", {"fields": ["error_list"]}),
-        ("Times", {"fields": ["enqueued_at", "run_after", "started_at", "last_attempted_at", "finished_at", "worker_ids"]}),
-    ]  # fmt: skip
+        (
+            "Times",
+            {
+                "fields": [
+                    "enqueued_at",
+                    "run_after",
+                    "started_at",
+                    "last_attempted_at",
+                    "finished_at",
+                    "worker_ids",
+                ]
+            },
+        ),
+    ]
     readonly_fields = [
-        "id", "task_path", "status", "backend", "queue_name", "priority", "job_handle", "arguments", "result",
-        "error_list", "enqueued_at", "run_after", "started_at", "last_attempted_at", "finished_at", "worker_ids",
-    ]  # fmt: skip
+        "id",
+        "task_path",
+        "status",
+        "backend",
+        "queue_name",
+        "priority",
+        "job_handle",
+        "arguments",
+        "result",
+        "error_list",
+        "enqueued_at",
+        "run_after",
+        "started_at",
+        "last_attempted_at",
+        "finished_at",
+        "worker_ids",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # results come from enqueued tasks, not from forms
@@ -82,9 +122,10 @@ class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not record.errors:
             return "-"
         return format_html_join(
-            "", "<p><strong>{}</strong></p><pre class=\"gearman-traceback\">{}</pre>",
+            "",
+            '<p><strong>{}</strong></p><pre class="gearman-traceback">{}</pre>',
             ((e.get("exception_class_path", "?"), e.get("traceback", "")) for e in record.errors),
-        )  # fmt: skip
+        )
 
     def get_urls(self) -> list[URLPattern]:
         return [
@@ -121,7 +162,7 @@ class TaskResultRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "records": failed,
                 "skipped": queryset.count() - len(failed),
                 "action": "retry_selected",
-                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
                 "verb": "Retry",
                 "back": request.get_full_path(),
             }

@@ -126,6 +126,6 @@ class GearmanAdminClient:
             if not wait:
                 self.close()
                 raise TimeoutError(f"{self.address} did not finish its admin reply in time")
-            replies = self._transport.read(wait)
+            replies: list[AdminReply] = self._transport.read(wait)
             if replies:
                 return replies[0]  # one command in flight at a time

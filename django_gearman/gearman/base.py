@@ -27,7 +27,7 @@ class BaseClient(abc.ABC):
         """Submit every task and wait until all are done (or the timeout passes). Each task
         ends with its own state, result and error; nothing is raised for one task's failure."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a backend with no connections has none to close
         """Release connections (a client reconnects on next use)."""
 
     def __enter__(self) -> BaseClient:
@@ -54,8 +54,10 @@ class BaseClient(abc.ABC):
         :class:`JobTimeout` when it does not finish within ``timeout`` seconds.
         """
         callbacks: dict[type, Callable[[Any], None] | None] = {
-            WorkData: on_data, WorkWarning: on_warning, WorkStatus: on_status,
-        }  # fmt: skip
+            WorkData: on_data,
+            WorkWarning: on_warning,
+            WorkStatus: on_status,
+        }
         on_event = None
         if on_data or on_warning or on_status:
 
@@ -118,7 +120,7 @@ class BaseClient(abc.ABC):
         unique: str | None = None,
         run_at: datetime | float | None = None,
     ) -> Task:
-        """A background :class:`Task` for :meth:`run_tasks`, checked now (see :meth:`Task.packet`)."""
+        """A background :class:`Task` for :meth:`run_tasks`, checked now (:meth:`Task.packet`)."""
         when = None
         if run_at is not None:
             when = run_at.timestamp() if isinstance(run_at, datetime) else float(run_at)

@@ -46,6 +46,7 @@ from .jobs import (
 from .protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     ClientConnection,
+    EchoReply,
     ErrorReceived,
     JobCreated,
     JobEnded,
@@ -53,6 +54,7 @@ from .protocol import (
     Outcome,
     Priority,
     RequestRefused,
+    StatusReply,
 )
 from .transport import ServerAddress, Transport, parse_servers, remaining
 
@@ -194,9 +196,10 @@ class GearmanClient(BaseClient):
             servers = [self._by_address[handle.server]]
         status = None
         for server in servers:
-            status = self._call(
+            reply: StatusReply = self._call(
                 server, lambda conn, op: conn.get_status(handle.encode(), op), deadline
-            ).status
+            )
+            status = reply.status
             if status.known:
                 break
         assert status is not None
@@ -208,21 +211,22 @@ class GearmanClient(BaseClient):
         gearmand puts the unique key, not the handle, in the reply's first field.
         """
         server = self._candidates(unique)[0]
-        reply = self._call(
+        reply: StatusReply = self._call(
             server,
             lambda conn, op: conn.get_status_unique(unique.encode(), op),
             self._deadline(timeout),
         )
-        return reply.status  # type: ignore[no-any-return]
+        return reply.status
 
     def echo(
         self, data: bytes = b"ping", *, server: str | None = None, timeout: float | None = None
     ) -> bytes:
         """Send ``ECHO_REQ`` to a server (the first by default) and return the echoed bytes."""
         target = self._by_address[parse_servers(server)[0]] if server else self._servers[0]
-        return self._call(
+        reply: EchoReply = self._call(
             target, lambda conn, op: conn.echo(data, op), self._deadline(timeout)
-        ).data  # type: ignore[no-any-return]
+        )
+        return reply.data
 
     # -- dispatching ----------------------------------------------------------------------------
 
@@ -407,9 +411,14 @@ class GearmanClient(BaseClient):
         self._mark_down(server, error)
         self._reset(server)
         for task in running:
-            _finish(task, TaskState.ERROR, ConnectionLost(
-                f"{server.address} dropped the connection while job {task.handle} was running; it may still run"
-            ))  # fmt: skip
+            _finish(
+                task,
+                TaskState.ERROR,
+                ConnectionLost(
+                    f"{server.address} dropped the connection while job {task.handle} was running; "
+                    "it may still run"
+                ),
+            )
         for task in waiting:
             if task.attempts < len(self._servers) + 1:
                 self._dispatch(task, deadline, exclude=server)

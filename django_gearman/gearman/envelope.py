@@ -2,7 +2,7 @@
 
 A task's workload is one JSON object (UTF-8)::
 
-    {"args": [1, "two"], "kwargs": {"three": 3}, "meta": {"attempt": 1, "enqueued_at": 1764000000.5}}
+    {"args": [1, "two"], "kwargs": {"three": 3}, "meta": {"attempt": 2}}
 
 Every key may be left out (``{}`` calls the task with no arguments); any other key is an error,
 so a typo such as ``"arg"`` fails loudly instead of calling the task without arguments. ``meta``
@@ -181,7 +181,8 @@ def _explain(value: Any, error: Exception, *, what: str | None = None) -> str:
         kind = "NaN/Infinity" if isinstance(bad, float) else type(bad).__name__
         return (
             f"{place} is {kind} ({bad!r:.60}), which JSON cannot carry; "
-            "pass JSON types (str, int, float, bool, None, list, dict with str keys), e.g. an id instead of a model instance"
+            "pass JSON types (str, int, float, bool, None, list, dict with str keys), e.g. an id "
+            "instead of a model instance"
         )
     return f"cannot encode {what or 'the arguments'} as JSON: {error}"
 

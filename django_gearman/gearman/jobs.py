@@ -127,9 +127,13 @@ class Task:
                 unique = uuid.uuid4().hex
             epoch = None if self.run_at is None else math.ceil(self.run_at)
             self._packet = encode_submit(
-                self.function.encode(), self.data, unique=(unique or "").encode(), priority=self.priority,
-                background=self.background, epoch=epoch,
-            )  # fmt: skip
+                self.function.encode(),
+                self.data,
+                unique=(unique or "").encode(),
+                priority=self.priority,
+                background=self.background,
+                epoch=epoch,
+            )
         return self._packet
 
     @property

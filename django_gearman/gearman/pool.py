@@ -96,7 +96,8 @@ class ThreadPool:
         self._stopping = threading.Event()
 
     def run(self) -> int:
-        """Run until every thread's Worker stopped; 0. A second signal raises SystemExit(128+signal)."""
+        """Run until every thread's Worker stopped, and return 0; a second signal raises
+        SystemExit(128 + signal)."""
         in_main = threading.current_thread() is threading.main_thread()
         previous = (
             {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -149,7 +150,8 @@ class ThreadPool:
         name = signal.Signals(signum).name
         if not self._stopping.is_set():
             logger.warning(
-                "%s received: warm shutdown (finishing the jobs in hand); send it again for a cold shutdown",
+                "%s received: warm shutdown (finishing the jobs in hand); send it again for a cold "
+                "shutdown",
                 name,
             )
             self._stopping.set()
@@ -187,8 +189,8 @@ class ProcessPool:
         self._stopping = False
         self._status = 0
         self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r.setblocking(False)  # noqa: FBT003 - socket's own API
+        self._wake_w.setblocking(False)  # noqa: FBT003 - socket's own API
 
     def run(self) -> int:
         """Supervise until the children are done; the exit status (0, or 128+signal if cold)."""
@@ -220,7 +222,7 @@ class ProcessPool:
         return self._status
 
     def _step(self) -> bool:
-        """Reap, act on signals, restart what is due; False once there is nothing left to wait for."""
+        """Reap, act on signals, restart what is due; False once nothing is left to wait for."""
         self._reap()
         while self._signals:
             self._handle_signal(self._signals.pop(0))
@@ -258,7 +260,8 @@ class ProcessPool:
         if not self._stopping:
             self._stopping = True
             logger.warning(
-                "%s received: warm shutdown (workers finish the jobs in hand); send it again for a cold shutdown",
+                "%s received: warm shutdown (workers finish the jobs in hand); send it again for a "
+                "cold shutdown",
                 name,
             )
             self._kill_all(signal.SIGTERM)
@@ -404,4 +407,4 @@ def _die_with_parent(signum: int) -> None:
 
 
 def _restart_delay(crashes: int) -> float:
-    return min(MAX_RESTART_DELAY, 0.5 * 2 ** max(0, crashes - 1))
+    return min(MAX_RESTART_DELAY, 0.5 * 2.0 ** max(0, crashes - 1))

@@ -60,17 +60,19 @@ def _port(text: str, spec: object) -> int:
     return int(text)
 
 
-def parse_servers(
-    servers: str | tuple[str, int] | ServerAddress | Sequence[Any],
-) -> list[ServerAddress]:
+ServerSpec = str | tuple[str, int] | ServerAddress
+
+
+def parse_servers(servers: ServerSpec | Sequence[ServerSpec]) -> list[ServerAddress]:
     """Parse one server or a list; a string may hold several, separated by commas."""
-    if isinstance(servers, ServerAddress) or (
-        isinstance(servers, tuple) and len(servers) == 2 and isinstance(servers[1], int)
-    ):
-        return [parse_server(servers)]  # type: ignore[arg-type]
-    if isinstance(servers, str):
-        servers = [part for part in servers.split(",") if part.strip()]
-    result = [parse_server(spec) for spec in servers]
+    specs: Sequence[ServerSpec]
+    if isinstance(servers, tuple) and len(servers) == 2 and isinstance(servers[1], int):
+        specs = [(str(servers[0]), servers[1])]  # one (host, port), a ServerAddress too
+    elif isinstance(servers, str):
+        specs = [part for part in servers.split(",") if part.strip()]
+    else:
+        specs = servers  # a sequence of specs
+    result = [parse_server(spec) for spec in specs]
     if not result:
         raise UsageError("no Gearman servers given")
     return result

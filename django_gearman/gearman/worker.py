@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from .envelope import encode_error
 from .errors import JobFailed, RemoteProtocolError, UsageError
@@ -67,7 +68,7 @@ class Job:
 
     __slots__ = ("_link", "data", "function", "handle", "unique")
 
-    def __init__(self, link: _Link, assigned: JobAssigned) -> None:
+    def __init__(self, link: _Link | None, assigned: JobAssigned) -> None:
         self._link = link
         self.handle = assigned.handle.decode()
         self.function = assigned.function.decode()
@@ -78,24 +79,32 @@ class Job:
         return f"<Job {self.function} {self.handle}>"
 
     @property
-    def server(self) -> ServerAddress:
-        """The job server this job came from."""
-        return self._link.address
+    def server(self) -> ServerAddress | None:
+        """The job server this job came from (None for a job run in-process, by a test double)."""
+        return self._link.address if self._link is not None else None
 
     def send_data(self, data: bytes | str) -> None:
         """Send a chunk of partial output to the waiting clients (WORK_DATA)."""
-        self._link.transport.conn.work_data(self.handle.encode(), payload(data))
-        self._link.transport.flush()
+        transport = self._transport()
+        transport.conn.work_data(self.handle.encode(), payload(data))
+        transport.flush()
 
     def send_warning(self, data: bytes | str) -> None:
         """Send a warning to the waiting clients (WORK_WARNING)."""
-        self._link.transport.conn.work_warning(self.handle.encode(), payload(data))
-        self._link.transport.flush()
+        transport = self._transport()
+        transport.conn.work_warning(self.handle.encode(), payload(data))
+        transport.flush()
 
     def send_status(self, numerator: int, denominator: int) -> None:
         """Report progress, e.g. ``(3, 10)``; clients and GET_STATUS see it (WORK_STATUS)."""
-        self._link.transport.conn.work_status(self.handle.encode(), numerator, denominator)
-        self._link.transport.flush()
+        transport = self._transport()
+        transport.conn.work_status(self.handle.encode(), numerator, denominator)
+        transport.flush()
+
+    def _transport(self) -> Transport[WorkerConnection]:
+        if self._link is None:
+            raise UsageError(f"{self!r} has no server connection to report to")
+        return self._link.transport
 
 
 class _Link:
@@ -123,6 +132,9 @@ class _Link:
 
     def fileno(self) -> int:
         return self.transport.fileno()
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +250,8 @@ class Worker:
         start = self.jobs_done
         self._limit = None if max_jobs is None else start + max_jobs
         self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r.setblocking(False)  # noqa: FBT003 - socket's own API
+        self._wake_w.setblocking(False)  # noqa: FBT003 - socket's own API
         handlers = self._install_signals() if install_signals else None
         try:
             while not self._stop:
@@ -353,36 +365,36 @@ class Worker:
                     self._grab(link)
                     self._flush(link)
         for fd, _ in events:
-            link = by_fd.get(fd)
-            if link is None:
+            ready = by_fd.get(fd)
+            if ready is None:
                 self._drain_wakeups()
                 continue
+            link = ready
             try:
-                events = link.transport.read(0)
+                received = link.transport.read(0)
             except TimeoutError:
                 continue
             except (OSError, RemoteProtocolError) as error:
                 self._lost(link, error)
                 continue
-            for event in events:
+            for event in received:
                 if self._stop or not link.connected:
                     break
                 self._handle(link, event)
 
     def _handle(self, link: _Link, event: object) -> None:
-        kind = type(event)
-        if kind is JobAssigned:
-            self._run(link, Job(link, event))  # type: ignore[arg-type]
+        if isinstance(event, JobAssigned):
+            self._run(link, Job(link, event))
             self._grab(link)
             self._flush(link)
-        elif kind is WentToSleep:
+        elif isinstance(event, WentToSleep):
             link.slept_at = time.monotonic()
             self._flush(link)  # the PRE_SLEEP
-        elif kind is Woken:
+        elif isinstance(event, Woken):
             self._grab(link)
             self._flush(link)
-        elif kind is ErrorReceived:
-            logger.error("%s sent ERROR %s: %s", link.address, event.code, event.text)  # type: ignore[attr-defined]
+        elif isinstance(event, ErrorReceived):
+            logger.error("%s sent ERROR %s: %s", link.address, event.code, event.text)
 
     def _run(self, link: _Link, job: Job) -> None:
         """Run one job and queue its WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION."""
@@ -406,7 +418,8 @@ class Worker:
 
     # -- signals ----------------------------------------------------------------------------
 
-    def _install_signals(self) -> dict[int, object] | None:
+    def _install_signals(self) -> tuple[dict[signal.Signals, _Handler], int] | None:
+        """Take SIGINT/SIGTERM (main thread only); return what to restore."""
         if threading.current_thread() is not threading.main_thread():
             return None
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -414,17 +427,18 @@ class Worker:
             signal.signal(sig, self._warm_signal)
         assert self._wake_w is not None
         previous_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        previous[-1] = previous_fd  # type: ignore[assignment]
-        return previous  # type: ignore[return-value]
+        return previous, previous_fd
 
-    def _restore_signals(self, previous: dict[int, object]) -> None:
-        signal.set_wakeup_fd(previous.pop(-1))  # type: ignore[arg-type]
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+    def _restore_signals(self, previous: tuple[dict[signal.Signals, _Handler], int]) -> None:
+        handlers, wakeup_fd = previous
+        signal.set_wakeup_fd(wakeup_fd)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
     def _warm_signal(self, signum: int, frame: FrameType | None) -> None:
         logger.warning(
-            "%s received: warm shutdown (finishing the job in hand); send it again for a cold shutdown",
+            "%s received: warm shutdown (finishing the job in hand); send it again for a cold "
+            "shutdown",
             signal.Signals(signum).name,
         )
         self.request_stop()

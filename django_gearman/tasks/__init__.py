@@ -4,14 +4,14 @@ the results it writes.
 - ``decorator``: :func:`gearman_task`, :class:`GearmanTask` (``.background()``, ``.submit()``,
   ``.background_on_commit()``, ``.using()``), :func:`remote_task`, :func:`run_many`;
 - ``registry``: task name -> task, filled as apps' ``tasks.py`` are imported;
-- ``batch``: ``with batch():``, pipelined ``.background()`` calls;
+- ``batching``: ``with batch():``, pipelined ``.background()`` calls;
 - ``runner``: runs a task's jobs on a worker (retries, logging, database connections);
 - ``results``: the failure and retry rows a worker writes.
 """
 
 from __future__ import annotations
 
-from .batch import BatchError, batch
+from .batching import BatchError, batch
 from .decorator import GearmanTask, TaskError, TaskOptions, gearman_task, remote_task, run_many
 from .registry import registry
 

@@ -39,7 +39,7 @@ from ..gearman.envelope import decode_error, decode_result, encode_call
 from ..gearman.errors import JobError, LocalProtocolError, UsageError
 from ..gearman.jobs import JobHandle, Task, TaskState, WorkStatus
 from ..gearman.protocol import Priority
-from .batch import current_batch
+from .batching import current_batch
 from .registry import registry
 
 __all__ = ["GearmanTask", "TaskError", "TaskOptions", "gearman_task", "remote_task", "run_many"]
@@ -87,7 +87,7 @@ class GearmanTask(Generic[P, R]):
     def __init__(self, func: Callable[P, R], options: TaskOptions) -> None:
         self.func = func
         self.options = options
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
         return f"<GearmanTask {self.name}>"
@@ -155,9 +155,7 @@ class GearmanTask(Generic[P, R]):
         assert task.handle is not None
         return task.handle
 
-    def background_on_commit(
-        self, *args: P.args, using: str | None = None, **kwargs: P.kwargs
-    ) -> None:
+    def background_on_commit(self, *args: Any, using: str | None = None, **kwargs: Any) -> None:
         """Queue the task once the current database transaction commits (at once outside one),
         so a worker never looks for a row that is not committed yet. The arguments are checked
         now: a value JSON cannot carry raises here, not after the commit."""
@@ -316,8 +314,17 @@ def gearman_task(func: Any = None, /, **options: Any) -> Any:
 
 def _options(function: Callable[..., Any], options: dict[str, Any]) -> TaskOptions:
     unknown = set(options) - {
-        "name", "priority", "unique", "timeout", "retries", "retry_backoff", "retry_backoff_max", "retry_on", "alias", "queue",
-    }  # fmt: skip
+        "name",
+        "priority",
+        "unique",
+        "timeout",
+        "retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_on",
+        "alias",
+        "queue",
+    }
     if unknown:
         hint = " (the GEARMAN alias is given as alias=)" if "server" in unknown else ""
         raise TypeError(f"gearman_task() got unknown option(s): {', '.join(sorted(unknown))}{hint}")
@@ -328,7 +335,8 @@ def _options(function: Callable[..., Any], options: dict[str, Any]) -> TaskOptio
         )
     if "<locals>" in name:
         raise UsageError(
-            f"{function.__qualname__} is defined inside a function: a worker could not import it; give it a name= or move it to module level"
+            f"{function.__qualname__} is defined inside a function: a worker could not import it; "
+            "give it a name= or move it to module level"
         )
     retries = int(options.get("retries", 0))
     if retries < 0:

@@ -65,10 +65,19 @@ def record_failure(
             record.save()
             return
         TaskResultRecord.objects.create(
-            id=f"{job.server}/{job.handle}"[:64], task_path=task.name, backend=GEARMAN_TASK_BACKEND,
-            queue_name=task.options.queue, status=TaskResultRecord.Status.FAILED, args=args, kwargs=kwargs,
-            errors=[failure], worker_ids=attempts, job_handle=job.handle, last_attempted_at=now, finished_at=now,
-        )  # fmt: skip
+            id=f"{job.server}/{job.handle}"[:64],
+            task_path=task.name,
+            backend=GEARMAN_TASK_BACKEND,
+            queue_name=task.options.queue,
+            status=TaskResultRecord.Status.FAILED,
+            args=args,
+            kwargs=kwargs,
+            errors=[failure],
+            worker_ids=attempts,
+            job_handle=job.handle,
+            last_attempted_at=now,
+            finished_at=now,
+        )
     except DatabaseError as db_error:
         logger.warning("could not record the failure of %s %s: %s", task.name, job.handle, db_error)
 

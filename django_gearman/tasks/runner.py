@@ -1,9 +1,9 @@
 """Running task jobs on a worker: decode the envelope, call the task, retry, log, encode.
 
 :func:`job_callback` turns a :class:`~.decorator.GearmanTask` into the callback a
-:class:`~django_gearman.gearman.worker.Worker` runs for each job of its Gearman function. Around every
-call it closes stale database connections (as Django does around a request), and it logs one
-line per job with its outcome and duration on the ``django_gearman.worker`` logger.
+:class:`~django_gearman.gearman.worker.Worker` runs for each job of its Gearman function. Around
+every call it closes stale database connections (as Django does around a request), and it logs
+one line per job with its outcome and duration on the ``django_gearman.worker`` logger.
 
 Retries: a task that raises one of its ``retry_on`` exceptions with attempts left is run again
 after ``retry_backoff * 2 ** (attempt - 1)`` seconds (capped at ``retry_backoff_max``). A
@@ -36,8 +36,8 @@ __all__ = ["job_callback", "task_failed", "task_succeeded"]
 logger = logging.getLogger("django_gearman.worker")
 
 #: Sent after a task's last attempt failed (a background job's failure is also kept in the
-#: results table, TaskResultRecord with backend "gearman_task"): ``sender`` is the task, with ``job``, ``error``,
-#: ``attempt`` and ``args``/``kwargs``. The Tasks backend records failures through it.
+#: results table, TaskResultRecord with backend "gearman_task"): ``sender`` is the task, with
+#: ``job``, ``error``, ``attempt`` and ``args``/``kwargs``.
 task_failed = Signal()
 #: Sent after a task succeeded: ``sender`` is the task, with ``job``, ``result``, ``attempt``.
 task_succeeded = Signal()
@@ -78,15 +78,28 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                     _resubmit(task, job, call.args, call.kwargs, call.meta, attempt + 1, delay)
                     logger.warning(
                         "%s %s attempt %d failed (%s: %s); retry %d of %d in %.1f s",
-                        task.name, job.handle, attempt, type(error).__name__, error, attempt, options.retries, delay,
-                    )  # fmt: skip
+                        task.name,
+                        job.handle,
+                        attempt,
+                        type(error).__name__,
+                        error,
+                        attempt,
+                        options.retries,
+                        delay,
+                    )
                     return b""
                 logger.warning(
                     "%s %s attempt %d failed (%s: %s); retrying in %.1f s",
-                    task.name, job.handle, attempt, type(error).__name__, error, delay,
-                )  # fmt: skip
+                    task.name,
+                    job.handle,
+                    attempt,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
                 job.send_warning(
-                    f"attempt {attempt} failed ({type(error).__name__}: {error}); retrying in {delay:.1f} s"
+                    f"attempt {attempt} failed ({type(error).__name__}: {error}); retrying in "
+                    f"{delay:.1f} s"
                 )
                 time.sleep(delay)
                 attempt += 1
@@ -126,9 +139,14 @@ def _failed(
     elapsed = (time.perf_counter() - started) * 1000
     logger.error(
         "%s %s failed in %.1f ms (attempt %d): %s: %s",
-        task.name, job.handle, elapsed, attempt, type(error).__name__, error,
+        task.name,
+        job.handle,
+        elapsed,
+        attempt,
+        type(error).__name__,
+        error,
         exc_info=not isinstance(error, EnvelopeError),
-    )  # fmt: skip
+    )
     if task_failed.receivers:
         task_failed.send(
             sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs

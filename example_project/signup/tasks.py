@@ -23,7 +23,8 @@ def send_signup_mail(user_id: int) -> str:
         subject=f"Welcome, {user.get_username()}!",
         message=(
             f"Hello {user.get_username()},\n\n"
-            "thanks for signing up. This mail was sent by a Gearman worker, not by the web request.\n"
+            "thanks for signing up. This mail was sent by a Gearman worker, not by the web "
+            "request.\n"
         ),
         from_email=None,  # DEFAULT_FROM_EMAIL
         recipient_list=[user.email],

@@ -62,6 +62,11 @@ _TYPE_BYTES = slice(4, 8)
 
 # What a request waits for: a submit (JOB_CREATED), or one of the other replies.
 _SUBMIT, _BG_SUBMIT, _STATUS, _STATUS_UNIQUE, _ECHO, _OPTION = range(6)
+_OUTCOMES = {
+    T.WORK_COMPLETE: Outcome.COMPLETE,
+    T.WORK_FAIL: Outcome.FAIL,
+    T.WORK_EXCEPTION: Outcome.EXCEPTION,
+}
 _REPLY_TO = {
     T.STATUS_RES: _STATUS,
     T.STATUS_RES_UNIQUE: _STATUS_UNIQUE,
@@ -183,7 +188,7 @@ class ClientConnection(Conversation):
         pending = self._pending
         running = self._running
         for frame in self._frames(data):
-            if type(frame) is TextLine:
+            if isinstance(frame, TextLine):
                 raise self._broken(f"a client does not expect text lines, got {frame.line[:40]!r}")
             magic, kind, args = frame
             if magic == REQ:
@@ -197,19 +202,10 @@ class ClientConnection(Conversation):
                 if waits_for == _SUBMIT:
                     running.setdefault(args[0], []).append(token)
                 append(JobCreated(token, args[0]))
-            elif kind is T.WORK_COMPLETE or kind is T.WORK_FAIL or kind is T.WORK_EXCEPTION:
-                handle = args[0]
-                if kind is T.WORK_COMPLETE:
-                    outcome, payload = Outcome.COMPLETE, args[1]
-                elif kind is T.WORK_EXCEPTION:
-                    outcome, payload = Outcome.EXCEPTION, args[1]
-                else:
-                    # gearmand 1.1.20 sends the WORK_FAIL it makes from a WORK_EXCEPTION (for
-                    # clients without the exceptions option) with a stray trailing NUL.
-                    handle, outcome, payload = handle.rstrip(b"\0"), Outcome.FAIL, b""
-                tokens = running.pop(handle, None)
-                if tokens is not None:  # else: a job we stopped waiting for
-                    append(JobEnded(tuple(tokens), handle, outcome, payload))
+            elif kind in _OUTCOMES:
+                ended = self._ended(kind, args)
+                if ended is not None:  # else: a job we stopped waiting for
+                    append(ended)
             elif kind is T.WORK_DATA or kind is T.WORK_WARNING or kind is T.WORK_STATUS:
                 tokens = running.get(args[0])
                 if tokens is not None:
@@ -228,6 +224,17 @@ class ClientConnection(Conversation):
             else:
                 raise self._broken(f"a client does not expect {kind.name}")
         return events
+
+    def _ended(self, kind: PacketType, args: tuple[bytes, ...]) -> JobEnded | None:
+        handle = args[0]
+        if kind is T.WORK_FAIL:
+            # gearmand 1.1.20 sends the WORK_FAIL it makes from a WORK_EXCEPTION (for clients
+            # without the exceptions option) with a stray trailing NUL.
+            handle = handle.rstrip(b"\0")
+        tokens = self._running.pop(handle, None)
+        if tokens is None:
+            return None
+        return JobEnded(tuple(tokens), handle, _OUTCOMES[kind], args[1] if len(args) > 1 else b"")
 
 
 def _update(kind: PacketType, args: tuple[bytes, ...]) -> WorkData | WorkWarning | WorkStatus:
@@ -287,7 +294,7 @@ class AdminConnection(Conversation):
         """Feed received bytes; return every reply they complete."""
         done: list[AdminReply] = []
         for frame in self._frames(data):
-            if type(frame) is not TextLine:
+            if not isinstance(frame, TextLine):
                 raise self._broken(f"a binary {frame[1].name} packet in an admin reply")
             if not self._replies:
                 raise self._broken(f"an admin line answers no command: {frame.line[:40]!r}")

@@ -88,7 +88,10 @@ PACKET_TYPES: list[PacketType | None] = [None] + [
     PacketType(n) for n in range(1, len(PacketType) + 1)
 ]
 
-_ARG_COUNT: list[int] = [0] + [len(ARG_SPEC[t]) for t in PACKET_TYPES[1:]]  # type: ignore[index]
+_TYPES = list(PacketType)
+_ARG_COUNT: list[int] = [0] + [len(ARG_SPEC[t]) for t in _TYPES]
+#: Like PACKET_TYPES with no None: index 0 is never read (decode_body checks the range first).
+_TYPE_AT: list[PacketType] = [PacketType.UNUSED, *_TYPES]
 
 
 class Packet(NamedTuple):
@@ -141,7 +144,8 @@ def _validated(magic: bytes, type: PacketType, args: tuple[bytes, ...]) -> Packe
     for index, arg in enumerate(args):
         if not isinstance(arg, (bytes, bytearray, memoryview)):
             raise LocalProtocolError(
-                f"{type.name} argument {ARG_SPEC[type][index]!r} must be bytes, not {type_name(arg)}"
+                f"{type.name} argument {ARG_SPEC[type][index]!r} must be bytes, not "
+                f"{type_name(arg)}"
             )
         if index < expected - 1 and b"\0" in arg:
             raise LocalProtocolError(
@@ -180,21 +184,25 @@ def decode_body(magic: bytes, type_value: int, body: bytes) -> Packet:
     if (magic != REQ and magic != RES) or not 0 < type_value < _TYPE_LIMIT:
         check_header(magic, type_value)  # raises, with the precise message
     count = _ARG_COUNT[type_value]
-    type = PACKET_TYPES[type_value]
+    type = _TYPE_AT[type_value]
+    packet: Packet
     if count == 1:
-        return _new_packet(Packet, (magic, type, (body,)))  # type: ignore[no-any-return]
+        packet = _new_packet(Packet, (magic, type, (body,)))
+        return packet
     if count == 0:
         if body:
             raise RemoteProtocolError(
                 f"{type.name} takes no arguments but has a {len(body)}-byte body"
-            )  # type: ignore[union-attr]
-        return _new_packet(Packet, (magic, type, ()))  # type: ignore[no-any-return]
+            )
+        packet = _new_packet(Packet, (magic, type, ()))
+        return packet
     args = body.split(b"\0", count - 1)
     if len(args) != count:
         raise RemoteProtocolError(
-            f"{type.name} needs {count} arguments {ARG_SPEC[type]}, got {len(args)}"  # type: ignore[union-attr,index]
+            f"{type.name} needs {count} arguments {ARG_SPEC[type]}, got {len(args)}"
         )
-    return _new_packet(Packet, (magic, type, tuple(args)))  # type: ignore[no-any-return]
+    packet = _new_packet(Packet, (magic, type, tuple(args)))
+    return packet
 
 
 def error_packet(error: ProtocolError) -> bytes:

@@ -242,10 +242,19 @@ def parse_queue(lines: Iterable[bytes]) -> list[QueuedJob]:
         handle, function, unique, priority, state, background, durable, enqueued, run_at = _fields(
             line, 9, "show queue"
         )
-        rows.append(QueuedJob(
-            _unescape(handle), _unescape(function), _unescape(unique), priority, state, background != "0",
-            durable != "0", _int(enqueued, line), _int(run_at, line),
-        ))  # fmt: skip
+        rows.append(
+            QueuedJob(
+                _unescape(handle),
+                _unescape(function),
+                _unescape(unique),
+                priority,
+                state,
+                background != "0",
+                durable != "0",
+                _int(enqueued, line),
+                _int(run_at, line),
+            )
+        )
     return rows
 
 

@@ -160,7 +160,7 @@ class WorkerConnection(Conversation):
         """Feed received bytes; return the events they complete, in order."""
         events: list[Any] = []
         for frame in self._frames(data):
-            if type(frame) is TextLine:
+            if isinstance(frame, TextLine):
                 raise self._broken(f"a worker does not expect text lines, got {frame.line[:40]!r}")
             magic, kind, args = frame
             if magic == REQ:

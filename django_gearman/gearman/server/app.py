@@ -34,7 +34,8 @@ def raise_file_limit(wanted: int = 65536) -> int:
             )
     if soft < 4096:
         logger.warning(
-            "open-files limit is %d: the server can hold about that many connections; raise it with "
+            "open-files limit is %d: the server can hold about that many connections; raise it "
+            "with "
             "`ulimit -n` (hard limit %s)",
             soft,
             hard,
@@ -87,7 +88,8 @@ class GearmanServer:
     @property
     def port(self) -> int:
         assert self._server is not None, "start() the server first"
-        return self._server.sockets[0].getsockname()[1]
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     @property
     def address(self) -> str:
@@ -127,7 +129,7 @@ class GearmanServer:
                 stored.unique,
                 stored.data,
                 stored.priority,
-                True,
+                background=True,
                 when=stored.when,
                 reducer=stored.reducer,
             )

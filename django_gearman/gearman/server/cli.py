@@ -1,10 +1,11 @@
-"""Command-line front end shared by ``python -m django_gearman.server`` and ``manage.py gearmand``."""
+"""The command line shared by ``python -m django_gearman.server`` and ``manage.py gearmand``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import errno
+import functools
 import gc
 import logging
 import re
@@ -57,13 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser, *, default_queue: str = "memo
     parser.add_argument(
         "--queue",
         default=default_queue,
-        help=f"durable store for background jobs: a SQLite file path, or 'memory' (default: {default_queue})",
+        help=(
+            "durable store for background jobs: a SQLite file path, or 'memory' (default: "
+            f"{default_queue})"
+        ),
     )
     parser.add_argument(
         "--job-retries",
         type=_non_negative,
         default=0,
-        help="give up on a job after its worker vanished this many times (0 = never, as gearmand -j 0)",
+        help=(
+            "give up on a job after its worker vanished this many times (0 = never, as gearmand "
+            "-j 0)"
+        ),
     )
     parser.add_argument(
         "--worker-wakeup",
@@ -175,16 +182,15 @@ def run(
             await server.start()
         except OSError as error:
             store.close()
-            raise StartupError(
-                f"Error: {ERRORS.get(error.errno, error.strerror or str(error))} ({host}:{port})"
-            ) from error
+            reason = ERRORS.get(error.errno or 0, error.strerror or str(error))
+            raise StartupError(f"Error: {reason} ({host}:{port})") from error
         loop = asyncio.get_running_loop()
         for sig, graceful in (
             (signal.SIGINT, False),
             (signal.SIGTERM, False),
             (signal.SIGUSR1, True),
         ):
-            loop.add_signal_handler(sig, lambda g=graceful, s=sig: _stop(server, s, g))
+            loop.add_signal_handler(sig, functools.partial(_stop, server, sig, graceful=graceful))
         if on_bind is not None:
             on_bind(server, loop_name)
         await server.serve_forever()
@@ -192,7 +198,7 @@ def run(
     _run_loop(main(), loop_factory)
 
 
-def _stop(server: GearmanServer, sig: int, graceful: bool) -> None:
+def _stop(server: GearmanServer, sig: int, *, graceful: bool) -> None:
     logger.info(
         "%s: %s",
         signal.Signals(sig).name,
@@ -202,7 +208,7 @@ def _stop(server: GearmanServer, sig: int, graceful: bool) -> None:
 
 
 def banner(server: GearmanServer, loop_name: str) -> str:
-    """What the server prints once it listens (``python -m ...server`` and ``manage.py gearmand``)."""
+    """What the server prints once it listens (``python -m`` and ``manage.py gearmand``)."""
     queue = getattr(server.store, "path", None) or "memory (background jobs are lost on exit)"
     return (
         f"Gearman job server listening on {server.host}:{server.port} ({loop_name})\n"

@@ -38,6 +38,7 @@ from .state import (
 from .text import admin_reply
 
 if TYPE_CHECKING:
+    from .app import GearmanServer
     from .store import JobStore
 
 __all__ = ["ServerConnection", "ServerHost", "ServerProtocol"]
@@ -94,12 +95,12 @@ class ServerConnection:
         for frame in frames:
             if not self.live:
                 return
-            if type(frame) is TextLine:
+            if isinstance(frame, TextLine):
                 self.write(
                     admin_reply(self.state, self.peer, frame.line, verbose=self.server.verbose)
                 )
             elif frame[0] == REQ:
-                handlers[frame[1]](self, frame[2])  # type: ignore[index]
+                handlers[frame[1]](self, frame[2])
             else:
                 self.write(ERR_MAGIC)
 
@@ -192,10 +193,10 @@ class ServerConnection:
             when = int(args[2])
         except ValueError:
             when = 0
-        self._submit(args[0], args[1], args[3], 1, True, when=max(0, when))
+        self._submit(args[0], args[1], args[3], 1, background=True, when=max(0, when))
 
-    def _on_submit_reduce(self, args: tuple[bytes, ...], background: bool) -> None:
-        self._submit(args[0], args[1], args[3], 1, background, reducer=args[2])
+    def _on_submit_reduce(self, args: tuple[bytes, ...], *, background: bool) -> None:
+        self._submit(args[0], args[1], args[3], 1, background=background, reducer=args[2])
 
     def _on_invalid(self, args: tuple[bytes, ...]) -> None:
         # SUBMIT_JOB_SCHED, ALL_YOURS and UNUSED (gearmand answers them so), and response
@@ -208,14 +209,21 @@ class ServerConnection:
         unique: bytes,
         data: bytes,
         priority: int,
-        background: bool,
         *,
+        background: bool,
         when: int = 0,
         reducer: bytes = b"",
     ) -> None:
         state = self.state
         job, created, error = state.submit(
-            self.peer, name, unique, data, priority, background, when, reducer
+            self.peer,
+            name,
+            unique,
+            data,
+            priority,
+            background=background,
+            when=when,
+            reducer=reducer,
         )
         if error is not None:
             self.write(error)
@@ -245,8 +253,9 @@ class ServerConnection:
 class ServerProtocol(ServerConnection, asyncio.Protocol):
     """A :class:`ServerConnection` on an asyncio transport (the server's connections)."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: GearmanServer) -> None:
         super().__init__(server)
+        self.connections = server.connections  # the server's, to join and leave
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -254,11 +263,11 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         peername = transport.get_extra_info("peername")
         self.opened(sock.fileno() if sock is not None else -1, peername[0] if peername else "-")
-        self.server.connections.add(self)
+        self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed()
-        self.server.connections.discard(self)
+        self.connections.discard(self)
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -285,20 +294,20 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
 
 
 def _submitter(
-    priority: int, background: bool
+    priority: int, *, background: bool
 ) -> Callable[[ServerConnection, tuple[bytes, ...]], None]:
     def on_submit(self: ServerConnection, args: tuple[bytes, ...]) -> None:
-        self._submit(args[0], args[1], args[2], priority, background)
+        self._submit(args[0], args[1], args[2], priority, background=background)
 
     return on_submit
 
 
 def _bind(
-    method: Callable[..., None], *extra: Any
+    method: Callable[..., None], *extra: Any, **keywords: Any
 ) -> Callable[[ServerConnection, tuple[bytes, ...]], None]:
-    if not extra:
+    if not extra and not keywords:
         return method
-    return lambda self, args: method(self, args, *extra)
+    return lambda self, args: method(self, args, *extra, **keywords)
 
 
 P = ServerConnection
@@ -306,15 +315,15 @@ _HANDLERS: list[Callable[[ServerConnection, tuple[bytes, ...]], None]] = [P._on_
     PACKET_TYPES
 )
 for _kind, _handler in {
-    T.SUBMIT_JOB: _submitter(1, False),
-    T.SUBMIT_JOB_BG: _submitter(1, True),
-    T.SUBMIT_JOB_HIGH: _submitter(0, False),
-    T.SUBMIT_JOB_HIGH_BG: _submitter(0, True),
-    T.SUBMIT_JOB_LOW: _submitter(2, False),
-    T.SUBMIT_JOB_LOW_BG: _submitter(2, True),
+    T.SUBMIT_JOB: _submitter(1, background=False),
+    T.SUBMIT_JOB_BG: _submitter(1, background=True),
+    T.SUBMIT_JOB_HIGH: _submitter(0, background=False),
+    T.SUBMIT_JOB_HIGH_BG: _submitter(0, background=True),
+    T.SUBMIT_JOB_LOW: _submitter(2, background=False),
+    T.SUBMIT_JOB_LOW_BG: _submitter(2, background=True),
     T.SUBMIT_JOB_EPOCH: P._on_submit_epoch,
-    T.SUBMIT_REDUCE_JOB: _bind(P._on_submit_reduce, False),
-    T.SUBMIT_REDUCE_JOB_BACKGROUND: _bind(P._on_submit_reduce, True),
+    T.SUBMIT_REDUCE_JOB: _bind(P._on_submit_reduce, background=False),
+    T.SUBMIT_REDUCE_JOB_BACKGROUND: _bind(P._on_submit_reduce, background=True),
     T.GRAB_JOB: _bind(P._on_grab, T.GRAB_JOB),
     T.GRAB_JOB_UNIQ: _bind(P._on_grab, T.GRAB_JOB_UNIQ),
     T.GRAB_JOB_ALL: _bind(P._on_grab, T.GRAB_JOB_ALL),

@@ -77,9 +77,18 @@ class Peer:
     """One connection's server-side state. ``write`` sends bytes to it (set by the I/O layer)."""
 
     __slots__ = (
-        "abilities", "client_id", "exceptions", "fd", "host", "jobs", "noop_sent", "sleeping",
-        "waiting_on", "write", "closed",
-    )  # fmt: skip
+        "abilities",
+        "client_id",
+        "exceptions",
+        "fd",
+        "host",
+        "jobs",
+        "noop_sent",
+        "sleeping",
+        "waiting_on",
+        "write",
+        "closed",
+    )
 
     def __init__(self, write: Callable[[bytes], Any], *, fd: int = -1, host: str = "-") -> None:
         self.write = write
@@ -127,9 +136,24 @@ class ServerJob:
     """A job from SUBMIT to WORK_COMPLETE/FAIL/EXCEPTION."""
 
     __slots__ = (
-        "background", "clients", "data", "denominator", "enqueued", "function", "handle", "ignore",
-        "key", "numerator", "priority", "reducer", "retries", "store_id", "unique", "when", "worker",
-    )  # fmt: skip
+        "background",
+        "clients",
+        "data",
+        "denominator",
+        "enqueued",
+        "function",
+        "handle",
+        "ignore",
+        "key",
+        "numerator",
+        "priority",
+        "reducer",
+        "retries",
+        "store_id",
+        "unique",
+        "when",
+        "worker",
+    )
 
     def __init__(
         self,
@@ -138,6 +162,7 @@ class ServerJob:
         unique: bytes,
         data: bytes,
         priority: int,
+        *,
         background: bool,
         when: int = 0,
         reducer: bytes = b"",
@@ -245,6 +270,7 @@ class ServerState:
         unique: bytes,
         data: bytes,
         priority: int,
+        *,
         background: bool,
         when: int = 0,
         reducer: bytes = b"",
@@ -273,7 +299,16 @@ class ServerState:
         if limit and function.total >= limit:
             return None, False, ERR_QUEUE_FULL
         handle = self._handle_prefix + str(next(self._counter)).encode()
-        job = ServerJob(handle, function, unique, data, priority, background, when, reducer)
+        job = ServerJob(
+            handle,
+            function,
+            unique,
+            data,
+            priority,
+            background=background,
+            when=when,
+            reducer=reducer,
+        )
         job.enqueued = self.stamp
         if key is not None:
             job.key = key

@@ -101,7 +101,7 @@ def _show_queue(state: ServerState, args: list[bytes]) -> bytes:
             bool(job.store_id),
             job.enqueued,
             job.when,
-        )  # fmt: skip
+        )
         for kind, job in islice(_listed(state), limit)
     )
 
@@ -153,7 +153,7 @@ def _maxqueue(state: ServerState, args: list[bytes]) -> bytes:
     return OK
 
 
-def _functions(state: ServerState) -> list:
+def _functions(state: ServerState) -> list[Function]:
     return list(state.functions.values())  # gearmand's order is its hash table's: not meaningful
 
 

@@ -59,15 +59,17 @@ def select_functions(
             )
         if task is not None:
             raise CommandError(
-                f"{name} runs on the Gearman alias {task.options.alias!r}: use --alias {task.options.alias}."
+                f"{name} runs on the Gearman alias {task.options.alias!r}: use --alias "
+                f"{task.options.alias}."
             )
         known = "\n  ".join(sorted(ours)) or "(none)"
         raise CommandError(f"Unknown task {name!r}. Tasks of alias {alias!r}:\n  {known}")
     everything = not task_names and not queues
     chosen = [
-        task for name, task in sorted(ours.items())
+        task
+        for name, task in sorted(ours.items())
         if everything or name in task_names or task.options.queue in queues
-    ]  # fmt: skip
+    ]
     offered = [
         Offered(task.function_name, job_callback(task), task.options.timeout) for task in chosen
     ]
@@ -83,11 +85,13 @@ def select_functions(
     unknown = [queue for queue in queues if queue not in known_queues]
     if unknown:
         raise CommandError(
-            f"No task in queue(s) {', '.join(map(repr, unknown))}. Queues: {', '.join(sorted(known_queues)) or '(none)'}"
+            f"No task in queue(s) {', '.join(map(repr, unknown))}. Queues: "
+            f"{', '.join(sorted(known_queues)) or '(none)'}"
         )
     if not offered:
         raise CommandError(
-            f"No tasks to run on alias {alias!r}: decorate functions with @gearman_task in an installed app's tasks.py."
+            f"No tasks to run on alias {alias!r}: decorate functions with @gearman_task in an "
+            "installed app's tasks.py."
         )
     return offered
 
@@ -110,7 +114,7 @@ def _backend_functions(alias: str) -> dict[str, tuple[str, Callable[[Job], bytes
     return functions
 
 
-# -- the command ------------------------------------------------------------------------------------
+# -- the command -------------------------------------------------------------------------------
 
 
 def _positive(text: str) -> int:
@@ -124,7 +128,10 @@ def _positive(text: str) -> int:
 
 
 class Command(BaseCommand):
-    help = "Runs Gearman workers for the registered @gearman_task functions (and the Django Tasks backend's queues)."
+    help = (
+        "Runs Gearman workers for the registered @gearman_task functions (and the Django Tasks "
+        "backend's queues)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -197,7 +204,10 @@ class Command(BaseCommand):
             "--log-level",
             choices=LOG_LEVELS,
             default=None,
-            help="level of the django_gearman.worker logger (default INFO when this command sets up logging)",
+            help=(
+                "level of the django_gearman.worker logger (default INFO when this command sets "
+                "up logging)"
+            ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -240,7 +250,8 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
         if not alias_settings.reaches_servers:
             raise CommandError(
-                f"GEARMAN[{alias!r}] has BACKEND {alias_settings.backend!r}: its jobs never reach a job server, "
+                f"GEARMAN[{alias!r}] has BACKEND {alias_settings.backend!r}: its jobs never reach "
+                "a job server, "
                 'so there is nothing for a worker to do (use BACKEND "gearman").'
             )
         return WorkerSpec(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from error
         logger = logging.getLogger("django_gearman.server")
         if not logger.handlers:
-            handler = logging.StreamHandler(self.stderr._out)
+            handler = logging.StreamHandler(getattr(self.stderr, "_out", sys.stderr))
             handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
             )
@@ -48,11 +50,6 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         try:
-            run(_Options(options), on_bind=on_bind)
+            run(argparse.Namespace(**options), on_bind=on_bind)
         except StartupError as error:
             raise CommandError(str(error)) from error
-
-
-class _Options:
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.__dict__.update(options)

@@ -266,7 +266,7 @@ class SqliteStore(JobStore):
             for size, start in _chunks(len(deletes), _DELETE_IDS):
                 db.execute(_delete_sql(size), deletes[start : start + size])
             db.execute("COMMIT")
-        except Exception as error:  # the loop goes on: the adds are told through futures/listener
+        except Exception as error:  # noqa: BLE001 - any failure fails this batch, never the loop
             logger.error(
                 "job store %s: could not commit %d insert(s) and %d delete(s): %s",
                 self.path,

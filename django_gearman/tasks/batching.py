@@ -2,9 +2,9 @@
 
 A lone ``.background()`` waits for the server's JOB_CREATED before it returns, one round trip
 per job. Inside ``batch()``, ``.background()`` only encodes the job (so bad arguments still raise
-at the call) and returns its :class:`~django_gearman.gearman.jobs.Task`; every ``size`` jobs, and at the
-end of the block, the batch is sent pipelined, with the client's usual failover, and each
-Task's ``.handle`` is filled in. A job the servers refused (or that no server took) makes the
+at the call) and returns its :class:`~django_gearman.gearman.jobs.Task`; every ``size`` jobs,
+and at the end of the block, the batch is sent pipelined, with the client's usual failover, and
+each Task's ``.handle`` is filled in. A job the servers refused (or that no server took) makes the
 block raise :class:`BatchError` listing them; nothing is dropped silently::
 
     with batch():
@@ -36,7 +36,8 @@ class BatchError(GearmanError):
         first = failed[0]
         reason = first.error or first.state.value
         super().__init__(
-            f"{len(failed)} of {total} background job(s) were not queued; first: {first.function}: {reason}"
+            f"{len(failed)} of {total} background job(s) were not queued; first: {first.function}: "
+            f"{reason}"
         )
         self.failed = failed
         self.total = total
