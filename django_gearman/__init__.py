@@ -28,7 +28,7 @@ _EXPORTS = {
     "GearmanTask": "django_gearman.tasks",
     "TaskError": "django_gearman.tasks",
     "BatchError": "django_gearman.tasks",
-    "current_job": "django_gearman.gearman.worker",
+    "current_job": "django_gearman.gearman.work",
     "GearmanError": "django_gearman.gearman.errors",
 }
 
@@ -36,7 +36,7 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:  # what __getattr__ gives, for type checkers and editors
     from .gearman.errors import GearmanError as GearmanError
-    from .gearman.worker import current_job as current_job
+    from .gearman.work import current_job as current_job
     from .tasks import BatchError as BatchError
     from .tasks import GearmanTask as GearmanTask
     from .tasks import TaskError as TaskError

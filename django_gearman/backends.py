@@ -35,7 +35,7 @@ from .clients import clients
 from .gearman.envelope import decode_call, encode_call, encode_result
 from .gearman.errors import UsageError
 from .gearman.protocol import Priority
-from .gearman.worker import Job
+from .gearman.work import Job
 from .tasks.results import error_record
 
 try:  # Django 6.x

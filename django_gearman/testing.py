@@ -29,6 +29,7 @@ package's pytest plugin) switches every alias to the outbox and empties it for e
 
 from __future__ import annotations
 
+import abc
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -37,9 +38,10 @@ from typing import Any
 
 from .gearman.base import BaseClient
 from .gearman.envelope import decode_call, decode_error, encode_result
+from .gearman.errors import UsageError
 from .gearman.jobs import JobHandle, Task, TaskState
 from .gearman.protocol import JobAssigned, Outcome, WorkData, WorkStatus, WorkWarning
-from .gearman.worker import Job, perform
+from .gearman.work import Job, perform
 
 __all__ = ["ImmediateClient", "OutboxClient", "Submission", "clear", "errors", "outbox"]
 
@@ -92,8 +94,9 @@ class _Double(BaseClient):
             self.handle(task)
         return tasks
 
+    @abc.abstractmethod
     def handle(self, task: Task) -> None:
-        raise NotImplementedError
+        """Answer one checked task: record it, or run it."""
 
 
 class OutboxClient(_Double):
@@ -132,7 +135,7 @@ class ImmediateClient(_Double):
         callback, name = _runner_for(task.function)
         if callback is None:
             task.state = TaskState.ERROR
-            task.error = LookupError(
+            task.error = UsageError(
                 f"no task of this process runs the Gearman function {task.function!r} "
                 "(the immediate backend runs only this process's @gearman_task functions and Tasks "
                 "queues)"

@@ -21,9 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from django_gearman.gearman import GearmanClient, Task  # noqa: E402
+from django_gearman.gearman import GearmanClient, Job, Task, Worker  # noqa: E402  # noqa: E402
 from django_gearman.gearman.admin_client import GearmanAdminClient  # noqa: E402
-from django_gearman.gearman.worker import Job, Worker  # noqa: E402
 
 log = logging.getLogger("django_gearman.demo")
 

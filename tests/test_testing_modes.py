@@ -122,7 +122,7 @@ def test_immediate_background_failures_are_kept_not_raised(
 def test_immediate_refuses_a_function_no_task_of_this_process_runs(
     gearman_immediate: list[tuple[str, BaseException]],
 ) -> None:
-    with pytest.raises(LookupError, match="no task of this process"):
+    with pytest.raises(UsageError, match="no task of this process"):
         clients["default"].submit("someone.elses.function", b"{}")
 
 

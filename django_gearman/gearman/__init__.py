@@ -21,6 +21,7 @@ The rooms, from the ground up:
 - ``transport``: the only blocking-socket code; ``jobs``: handles, statuses, tasks;
 - ``base``, ``client``: :class:`GearmanClient` (routing, failover, task sets) on
   :class:`BaseClient`, the interface every client backend offers;
+- ``work``: the :class:`Job` a worker function gets, and how its outcome is made;
 - ``worker``, ``pool``: :class:`Worker` and the process/thread pool that runs many;
 - ``admin_client``: the text admin protocol as typed rows;
 - ``envelope``: the JSON wire format of tasks (PHP and Perl speak it too);
@@ -44,7 +45,8 @@ from .jobs import (
     WorkWarning,
 )
 from .protocol import Priority
-from .worker import Job, Worker, current_job
+from .work import Job, current_job
+from .worker import Worker
 
 __all__ = [
     "BaseClient",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from .errors import RemoteProtocolError, UsageError
+from .errors import RemoteProtocolError, ServerTimeout, ServerUnavailable, UsageError
 from .protocol import (
     AdminConnection,
     AdminReply,
@@ -27,7 +27,8 @@ class GearmanAdminClient:
     """Admin commands against one job server; the connection is opened lazily and reused.
 
     Raises :class:`~.errors.AdminError` when the server answers ``ERR``,
-    ``OSError`` when it cannot be reached, ``TimeoutError`` when it does not answer in time.
+    :class:`~.errors.ServerUnavailable` when it cannot be reached (a ``ConnectionError``), and
+    :class:`~.errors.ServerTimeout` when it does not answer in time (a ``TimeoutError``).
     """
 
     def __init__(
@@ -110,13 +111,15 @@ class GearmanAdminClient:
                 self._transport.flush()
                 reply = self._read_reply(deadline)
                 break
-            except (ConnectionResetError, BrokenPipeError):
-                self.close()
-                if not reused or attempt == 2:  # only a reused connection may have gone stale
-                    raise
-            except (OSError, RemoteProtocolError):
+            except (ServerTimeout, RemoteProtocolError):
                 self.close()
                 raise
+            except OSError as error:  # refused, reset, closed: a reused one may have gone stale
+                self.close()
+                stale = reused and isinstance(error, (ConnectionError, BrokenPipeError))
+                if not stale or attempt == 2:
+                    reason = str(error) or type(error).__name__
+                    raise ServerUnavailable({str(self.address): reason}) from error
         reply.raise_for_error()
         return reply.lines
 
@@ -125,7 +128,7 @@ class GearmanAdminClient:
             wait = remaining(deadline)
             if not wait:
                 self.close()
-                raise TimeoutError(f"{self.address} did not finish its admin reply in time")
+                raise ServerTimeout(f"{self.address} did not finish its admin reply in time")
             replies: list[AdminReply] = self._transport.read(wait)
             if replies:
                 return replies[0]  # one command in flight at a time

@@ -39,7 +39,7 @@ _encode = _encoder.encode
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise EnvelopeError(f"{name} is not JSON")
 
 
 _decode = json.JSONDecoder(parse_constant=_reject_constant).decode

@@ -7,7 +7,8 @@ The tree, by kind (catch the branch you mean; ``except GearmanError`` catches th
     │   ├── LocalProtocolError        we asked for what the protocol forbids (also a ValueError)
     │   └── RemoteProtocolError       the peer sent bytes that break the protocol
     │       └── PacketTooLarge
-    ├── ServerUnavailable             no job server could be reached
+    ├── ServerUnavailable             no job server could be reached (also a ConnectionError)
+    ├── ServerTimeout                 a server did not answer in time (also a TimeoutError)
     ├── ConnectionLost                a server dropped us while it ran our foreground job
     ├── ServerError                   a server answered a request with an ERROR packet
     ├── AdminError                    a server answered an admin command with ERR
@@ -24,7 +25,9 @@ The tree, by kind (catch the branch you mean; ``except GearmanError`` catches th
 
 The Django layer adds ``InvalidGearmanSettings`` (also Django's ``ImproperlyConfigured``),
 ``BatchError`` and ``RetryError``, on the same root. Where an error is also a builtin
-exception, code that caught the builtin before keeps working.
+exception, code that caught the builtin before keeps working. Errors of Python's own protocols
+stay builtins, as in the standard library: ``TypeError`` for a value of the wrong type,
+``KeyError`` for a missing key.
 
 Standard library only: the protocol layer raises these too.
 """
@@ -45,6 +48,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "ServerError",
+    "ServerTimeout",
     "ServerUnavailable",
     "StartupError",
     "StoreClosed",
@@ -99,7 +103,7 @@ class PacketTooLarge(RemoteProtocolError):
 # -- servers -----------------------------------------------------------------------------------
 
 
-class ServerUnavailable(GearmanError):
+class ServerUnavailable(GearmanError, ConnectionError):
     """No job server could be reached; ``errors`` maps each address tried to why it failed."""
 
     def __init__(self, errors: dict[str, str]) -> None:
@@ -109,6 +113,10 @@ class ServerUnavailable(GearmanError):
         )
         super().__init__(f"no Gearman job server reachable ({detail})")
         self.errors = errors
+
+
+class ServerTimeout(GearmanError, TimeoutError):
+    """A job server did not answer a request (an admin command, a status request) in time."""
 
 
 class ConnectionLost(GearmanError):

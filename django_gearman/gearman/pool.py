@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from .worker import Job, Worker
+from .work import Job
+from .worker import Worker
 
 __all__ = [
     "CRASH_WINDOW",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from .errors import UsageError
+from .errors import ServerTimeout, ServerUnavailable, UsageError
 from .protocol import DEFAULT_PORT
 
 __all__ = ["ServerAddress", "Transport", "parse_server", "parse_servers", "remaining"]
@@ -136,8 +136,9 @@ class Transport(Generic[C]):
         """Block up to ``timeout`` seconds for data; return the conversation's events for it
         (maybe none yet).
 
-        Raises ``TimeoutError`` when nothing arrives in time, ``ConnectionResetError`` when the
-        peer closed, ``RemoteProtocolError`` when it sent garbage.
+        Raises :class:`ServerTimeout` (a ``TimeoutError``) when nothing arrives in time,
+        :class:`ServerUnavailable` (a ``ConnectionError``) when the peer closed,
+        ``RemoteProtocolError`` when it sent garbage.
         """
         sock = self.sock
         assert sock is not None, "read() on a closed transport"
@@ -145,9 +146,11 @@ class Transport(Generic[C]):
         try:
             data = sock.recv(_RECV_SIZE)
         except (TimeoutError, BlockingIOError):
-            raise TimeoutError(f"no reply from {self.address} within {timeout or 0:.3g}s") from None
+            raise ServerTimeout(
+                f"no reply from {self.address} within {timeout or 0:.3g}s"
+            ) from None
         if not data:
-            raise ConnectionResetError(f"{self.address} closed the connection")
+            raise ServerUnavailable({str(self.address): "closed the connection"})
         return self.conn.receive_data(data)
 
 

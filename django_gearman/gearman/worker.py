@@ -5,15 +5,12 @@ asks each for work with ``GRAB_JOB_UNIQ``, sleeps with ``PRE_SLEEP`` until a ``N
 reconnects with backoff when a server goes away (registering its functions again), and stops
 warm on the first SIGINT/SIGTERM (the job in hand finishes) and cold on the second.
 
-A function receives a :class:`Job` and returns the result (bytes, str or None). Raising
-:class:`~django_gearman.exceptions.JobFailed` sends WORK_FAIL; any other exception is logged with
-its traceback and sent as WORK_EXCEPTION (the server turns it into WORK_FAIL for clients that did
-not ask for exceptions).
+What a function gets, and how its return value or exception becomes the job's outcome, is
+:mod:`.work`'s.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import random
 import select
@@ -26,9 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from .envelope import encode_error
-from .errors import JobFailed, RemoteProtocolError, UsageError
-from .jobs import payload
+from .errors import RemoteProtocolError, UsageError
 from .protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     ErrorReceived,
@@ -40,71 +35,11 @@ from .protocol import (
     WorkerState,
 )
 from .transport import ServerAddress, Transport, parse_servers
+from .work import Job, perform
 
-__all__ = ["Job", "Worker", "current_job", "exception_payload", "perform"]
+__all__ = ["Worker"]
 
 logger = logging.getLogger("django_gearman.worker")
-
-
-_current: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
-    "django_gearman_job", default=None
-)
-
-
-def current_job() -> Job | None:
-    """The job this thread's worker is running, to report progress with ``send_status`` from
-    deep inside a task; None outside a job run by a :class:`Worker`."""
-    return _current.get()
-
-
-def exception_payload(error: BaseException) -> bytes:
-    """The WORK_EXCEPTION payload: a JSON object with the exception's type and message
-    (:func:`django_gearman.envelope.encode_error`)."""
-    return encode_error(error)
-
-
-class Job:
-    """A job being run: what the client sent, and a way to report progress back to it."""
-
-    __slots__ = ("_link", "data", "function", "handle", "unique")
-
-    def __init__(self, link: _Link | None, assigned: JobAssigned) -> None:
-        self._link = link
-        self.handle = assigned.handle.decode()
-        self.function = assigned.function.decode()
-        self.unique = assigned.unique.decode(errors="surrogateescape")
-        self.data = assigned.data
-
-    def __repr__(self) -> str:
-        return f"<Job {self.function} {self.handle}>"
-
-    @property
-    def server(self) -> ServerAddress | None:
-        """The job server this job came from (None for a job run in-process, by a test double)."""
-        return self._link.address if self._link is not None else None
-
-    def send_data(self, data: bytes | str) -> None:
-        """Send a chunk of partial output to the waiting clients (WORK_DATA)."""
-        transport = self._transport()
-        transport.conn.work_data(self.handle.encode(), payload(data))
-        transport.flush()
-
-    def send_warning(self, data: bytes | str) -> None:
-        """Send a warning to the waiting clients (WORK_WARNING)."""
-        transport = self._transport()
-        transport.conn.work_warning(self.handle.encode(), payload(data))
-        transport.flush()
-
-    def send_status(self, numerator: int, denominator: int) -> None:
-        """Report progress, e.g. ``(3, 10)``; clients and GET_STATUS see it (WORK_STATUS)."""
-        transport = self._transport()
-        transport.conn.work_status(self.handle.encode(), numerator, denominator)
-        transport.flush()
-
-    def _transport(self) -> Transport[WorkerConnection]:
-        if self._link is None:
-            raise UsageError(f"{self!r} has no server connection to report to")
-        return self._link.transport
 
 
 class _Link:
@@ -384,7 +319,7 @@ class Worker:
 
     def _handle(self, link: _Link, event: object) -> None:
         if isinstance(event, JobAssigned):
-            self._run(link, Job(link, event))
+            self._run(link, Job(link.transport, event))
             self._grab(link)
             self._flush(link)
         elif isinstance(event, WentToSleep):
@@ -456,38 +391,3 @@ class Worker:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-
-
-def perform(callback: Callable[[Job], bytes | str | None], job: Job) -> tuple[Outcome, bytes]:
-    """Run ``callback`` for ``job`` as a worker does, and say how it ended: its result, WORK_FAIL
-    for :class:`~.errors.JobFailed`, or WORK_EXCEPTION with :func:`exception_payload` for any
-    other exception (logged with its traceback). :func:`current_job` gives ``job`` meanwhile."""
-    began = time.perf_counter()
-    token = _current.set(job)
-    try:
-        result = _result_bytes(callback(job))
-    except JobFailed:
-        logger.info("job %s failed (WORK_FAIL)", job)
-        return Outcome.FAIL, b""
-    except Exception as error:
-        logger.exception("job %s raised %s", job, type(error).__name__)
-        return Outcome.EXCEPTION, exception_payload(error)
-    finally:
-        _current.reset(token)
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("job %s done in %.2f ms", job, (time.perf_counter() - began) * 1000)
-    return Outcome.COMPLETE, result
-
-
-def _result_bytes(result: object) -> bytes:
-    if result is None:
-        return b""
-    if isinstance(result, bytes):
-        return result
-    if isinstance(result, str):
-        return result.encode()
-    if isinstance(result, (bytearray, memoryview)):
-        return bytes(result)
-    raise TypeError(
-        f"a worker function must return bytes, str or None, not {type(result).__name__}"
-    )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from ..gearman.worker import Job
+from ..gearman.work import Job
 
 if TYPE_CHECKING:
     from .decorator import GearmanTask

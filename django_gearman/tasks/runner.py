@@ -25,7 +25,7 @@ from django.dispatch import Signal
 from ..gearman.client import GearmanClient
 from ..gearman.envelope import decode_call, encode_call, encode_result
 from ..gearman.errors import EnvelopeError
-from ..gearman.worker import Job
+from ..gearman.work import Job
 from .results import record_failure, record_success
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
 """An embedded Gearman job server on asyncio, speaking gearmand's binary and text protocols.
 
-- ``state``: the pure model (functions, queues, jobs, workers) and gearmand 1.1's rules;
+- ``model``, ``state``: the pure model (connections, functions, queues, jobs) and gearmand
+  1.1's rules that move it;
 - ``connection``: one connection: bytes in, calls on the state, replies out, in order;
 - ``text``: the admin commands and gearadmin's exact replies, plus our ``show queue``;
 - ``store``: where background jobs survive restarts (memory, SQLite);

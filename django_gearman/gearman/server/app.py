@@ -10,7 +10,8 @@ from typing import Any
 
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
 from .connection import ServerProtocol
-from .state import ServerJob, ServerState, job_created, packet
+from .model import ServerJob, job_created, packet
+from .state import ServerState
 from .store import JobStore, MemoryStore
 
 __all__ = ["GearmanServer", "raise_file_limit"]

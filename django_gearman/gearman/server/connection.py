@@ -26,15 +26,8 @@ from ..errors import RemoteProtocolError
 from ..protocol.buffer import PacketBuffer, TextLine
 from ..protocol.constants import REQ, PacketType
 from ..protocol.packets import PACKET_TYPES, error_packet
-from .state import (
-    ERR_INVALID_COMMAND,
-    ERR_UNKNOWN_OPTION,
-    Peer,
-    ServerJob,
-    ServerState,
-    job_created,
-    packet,
-)
+from .model import ERR_INVALID_COMMAND, ERR_UNKNOWN_OPTION, Peer, ServerJob, job_created, packet
+from .state import ServerState
 from .text import admin_reply
 
 if TYPE_CHECKING:

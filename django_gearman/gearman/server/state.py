@@ -19,171 +19,32 @@ gearmand 1.1.20 as the reference (``libgearman-server/{server,job,worker}.cc``):
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
 
-from ..protocol.constants import HEADER, MAX_UNIQUE_SIZE, RES, PacketType
-from ..protocol.packets import encode
+from ..protocol.constants import MAX_UNIQUE_SIZE, PacketType
+from .model import (
+    ERR_NOT_FOUND,
+    ERR_QUEUE_FULL,
+    ERR_UNIQUE_TOO_LARGE,
+    NO_JOB,
+    NOOP,
+    Function,
+    Peer,
+    ServerJob,
+    Store,
+    Timer,
+    packet,
+)
+from .schedule import Schedule
 
-__all__ = ["Function", "Peer", "ServerJob", "ServerState"]
+__all__ = ["ServerState"]
 
 logger = logging.getLogger("django_gearman.server")
 
 T = PacketType
-
-
-def packet(kind: int, *args: bytes) -> bytes:
-    return encode(RES, kind, args)
-
-
-_created_headers: dict[int, bytes] = {}
-
-
-def job_created(handle: bytes) -> bytes:
-    """The JOB_CREATED packet for ``handle`` (its header cached by length: one per submit)."""
-    header = _created_headers.get(len(handle))
-    if header is None:
-        header = _created_headers[len(handle)] = HEADER.pack(RES, T.JOB_CREATED, len(handle))
-    return header + handle
-
-
-NOOP = packet(T.NOOP)
-NO_JOB = packet(T.NO_JOB)
-ERR_NOT_FOUND = packet(T.ERROR, b"JOB_NOT_FOUND", b"Job given in work result not found")
-ERR_QUEUE_FULL = packet(T.ERROR, b"QUEUE_ERROR", b"Job queue is full")
-ERR_UNIQUE_TOO_LARGE = packet(T.ERROR, b"ARGUMENT_TOO_LARGE", b"Unique value too large")
-ERR_UNKNOWN_OPTION = packet(T.ERROR, b"UNKNOWN_OPTION", b"Server does not recognize given option")
-ERR_INVALID_COMMAND = packet(T.ERROR, b"INVALID_COMMAND", b"Command not expected")
-
-
-class Timer(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Store(Protocol):
-    """What the state needs of a job store (see ``server/store.py``)."""
-
-    durable: bool
-
-    def remove(self, job_id: int) -> None: ...
-
-
-class Peer:
-    """One connection's server-side state. ``write`` sends bytes to it (set by the I/O layer)."""
-
-    __slots__ = (
-        "abilities",
-        "client_id",
-        "exceptions",
-        "fd",
-        "host",
-        "jobs",
-        "noop_sent",
-        "sleeping",
-        "waiting_on",
-        "write",
-        "closed",
-    )
-
-    def __init__(self, write: Callable[[bytes], Any], *, fd: int = -1, host: str = "-") -> None:
-        self.write = write
-        self.fd = fd
-        self.host = host
-        self.client_id = b"-"
-        self.exceptions = False
-        self.abilities: dict[
-            Function, int
-        ] = {}  # function -> CAN_DO_TIMEOUT ms (0: none), CAN_DO order
-        self.jobs: dict[ServerJob, Timer | None] = {}  # jobs this worker runs -> its timeout timer
-        self.waiting_on: set[ServerJob] = set()  # foreground jobs this client waits for
-        self.sleeping = False
-        self.noop_sent = False
-        self.closed = False
-
-
-class Function:
-    """A function name's queues (one per priority), workers and counts."""
-
-    __slots__ = ("max_queue", "name", "queues", "running", "sleepers", "workers")
-
-    def __init__(self, name: bytes) -> None:
-        self.name = name
-        self.queues: tuple[deque[ServerJob], deque[ServerJob], deque[ServerJob]] = (
-            deque(),
-            deque(),
-            deque(),
-        )
-        self.running = 0
-        self.workers: dict[Peer, None] = {}  # ordered set of peers that CAN_DO this
-        self.sleepers: dict[Peer, None] = {}  # of those, asleep and not yet sent a NOOP
-        self.max_queue = (0, 0, 0)  # per priority; 0 = unlimited
-
-    @property
-    def queued(self) -> int:
-        return len(self.queues[0]) + len(self.queues[1]) + len(self.queues[2])
-
-    @property
-    def total(self) -> int:
-        return self.queued + self.running
-
-
-class ServerJob:
-    """A job from SUBMIT to WORK_COMPLETE/FAIL/EXCEPTION."""
-
-    __slots__ = (
-        "background",
-        "clients",
-        "data",
-        "denominator",
-        "enqueued",
-        "function",
-        "handle",
-        "ignore",
-        "key",
-        "numerator",
-        "priority",
-        "reducer",
-        "retries",
-        "store_id",
-        "unique",
-        "when",
-        "worker",
-    )
-
-    def __init__(
-        self,
-        handle: bytes,
-        function: Function,
-        unique: bytes,
-        data: bytes,
-        priority: int,
-        *,
-        background: bool,
-        when: int = 0,
-        reducer: bytes = b"",
-    ) -> None:
-        self.handle = handle
-        self.function = function
-        self.unique = unique
-        self.data = data
-        self.priority = priority
-        self.background = background
-        self.clients: list[Peer] = []
-        self.worker: Peer | None = None
-        self.numerator = b"0"
-        self.denominator = b"0"
-        self.retries = 0
-        self.when = when
-        self.reducer = reducer
-        self.store_id = 0
-        self.ignore = False
-        self.key: tuple[bytes, bytes] | None = None  # (function, unique) for coalescing
-        self.enqueued = 0  # Unix seconds of the submit (kept by the durable store); 0 unknown
 
 
 class ServerState:
@@ -217,10 +78,7 @@ class ServerState:
         self.peers: dict[Peer, None] = {}
         self._handle_prefix = handle_prefix + b":"
         self._counter = itertools.count(1)
-        self._scheduled: list[tuple[int, int, ServerJob]] = []  # heap of (when, seq, job)
-        self._schedule_seq = itertools.count()
-        self._schedule_timer: Timer | None = None
-        self._schedule_at = 0.0
+        self.schedule = Schedule(call_later=call_later, clock=clock, release=self._release)
 
     def tick(self) -> float:
         """Set :attr:`stamp` from the clock; return the clock's time."""
@@ -323,8 +181,7 @@ class ServerState:
     def enqueue(self, job: ServerJob) -> None:
         """Put a job in its queue (or the schedule, if it runs later) and wake workers."""
         if job.when and job.when > self.clock():
-            heapq.heappush(self._scheduled, (job.when, next(self._schedule_seq), job))
-            self._arm_schedule()
+            self.schedule.add(job)
             return
         job.function.queues[job.priority].append(job)
         if job.function.sleepers:
@@ -345,31 +202,11 @@ class ServerState:
 
     def scheduled_jobs(self) -> list[ServerJob]:
         """Jobs waiting for their run time (SUBMIT_JOB_EPOCH), soonest first."""
-        return [
-            job
-            for _, _, job in sorted(self._scheduled)
-            if not job.ignore and job.handle in self.jobs
-        ]
+        return [job for job in self.schedule if not job.ignore and job.handle in self.jobs]
 
-    def _arm_schedule(self) -> None:
-        if not self._scheduled:
-            return
-        first = self._scheduled[0][0]
-        if self._schedule_timer is not None:
-            if self._schedule_at <= first:
-                return
-            self._schedule_timer.cancel()
-        self._schedule_at = first
-        self._schedule_timer = self.call_later(max(0.0, first - self.clock()), self._release_due)
-
-    def _release_due(self) -> None:
-        self._schedule_timer = None
-        now = self.clock()
-        while self._scheduled and self._scheduled[0][0] <= now:
-            _, _, job = heapq.heappop(self._scheduled)
-            if job.handle in self.jobs:  # not dropped meanwhile
-                self.enqueue(job)  # due now, so queued; ``when`` stays (show queue's run_at)
-        self._arm_schedule()
+    def _release(self, job: ServerJob) -> None:
+        if job.handle in self.jobs:  # not dropped meanwhile
+            self.enqueue(job)  # due now, so queued; ``when`` stays (show queue's run_at)
 
     def status(self, peer: Peer, handle: bytes) -> bytes:
         job = self.jobs.get(handle)
@@ -590,7 +427,7 @@ class ServerState:
                 self._to_clients(job, packet(T.WORK_FAIL, job.handle))
                 self._finish(job)
             queue.clear()
-        for _, _, job in self._scheduled:
+        for job in self.schedule:
             if job.function is function and job.handle in self.jobs:
                 self._to_clients(job, packet(T.WORK_FAIL, job.handle))
                 self._finish(job)  # the schedule skips jobs no longer in self.jobs

@@ -9,7 +9,8 @@ from itertools import islice
 
 from ..protocol import text as fmt
 from ..protocol.constants import Priority
-from .state import Function, Peer, ServerJob, ServerState
+from .model import Function, Peer, ServerJob
+from .state import ServerState
 
 __all__ = ["VERSION", "admin_reply"]
 

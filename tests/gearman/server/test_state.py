@@ -50,7 +50,7 @@ class Harness:
         self, peer, name=b"fn", data=b"d", *, unique=b"", priority=1, background=False, when=0
     ):
         job, created, error = self.state.submit(
-            peer, name, unique, data, priority, background, when=when
+            peer, name, unique, data, priority, background=background, when=when
         )
         assert error is None
         if created:
@@ -221,7 +221,7 @@ def test_maxqueue_counts_running_and_queued(h: Harness) -> None:
     h.submit(client, background=True)
     h.state.functions[b"fn"].max_queue = (2, 2, 2)
     h.submit(client, background=True)
-    job, created, error = h.state.submit(client, b"fn", b"", b"x", 1, True)
+    job, created, error = h.state.submit(client, b"fn", b"", b"x", 1, background=True)
     assert job is None and error is not None and b"QUEUE_ERROR" in error
 
 

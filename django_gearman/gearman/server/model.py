@@ -1,0 +1,167 @@
+"""The values the server's rules move around: connections (:class:`Peer`), functions and
+their queues (:class:`Function`), jobs (:class:`ServerJob`), and the reply packets they get.
+
+Plain slotted classes, no behaviour of their own: the rules are :mod:`.state`'s.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..protocol.constants import HEADER, RES, PacketType
+from ..protocol.packets import encode
+
+__all__ = ["Function", "Peer", "ServerJob", "Store", "Timer", "job_created", "packet"]
+
+T = PacketType
+
+
+def packet(kind: int, *args: bytes) -> bytes:
+    return encode(RES, kind, args)
+
+
+_created_headers: dict[int, bytes] = {}
+
+
+def job_created(handle: bytes) -> bytes:
+    """The JOB_CREATED packet for ``handle`` (its header cached by length: one per submit)."""
+    header = _created_headers.get(len(handle))
+    if header is None:
+        header = _created_headers[len(handle)] = HEADER.pack(RES, T.JOB_CREATED, len(handle))
+    return header + handle
+
+
+NOOP = packet(T.NOOP)
+NO_JOB = packet(T.NO_JOB)
+ERR_NOT_FOUND = packet(T.ERROR, b"JOB_NOT_FOUND", b"Job given in work result not found")
+ERR_QUEUE_FULL = packet(T.ERROR, b"QUEUE_ERROR", b"Job queue is full")
+ERR_UNIQUE_TOO_LARGE = packet(T.ERROR, b"ARGUMENT_TOO_LARGE", b"Unique value too large")
+ERR_UNKNOWN_OPTION = packet(T.ERROR, b"UNKNOWN_OPTION", b"Server does not recognize given option")
+ERR_INVALID_COMMAND = packet(T.ERROR, b"INVALID_COMMAND", b"Command not expected")
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Store(Protocol):
+    """What the state needs of a job store (see ``server/store.py``)."""
+
+    durable: bool
+
+    def remove(self, job_id: int) -> None: ...
+
+
+class Peer:
+    """One connection's server-side state. ``write`` sends bytes to it (set by the I/O layer)."""
+
+    __slots__ = (
+        "abilities",
+        "client_id",
+        "exceptions",
+        "fd",
+        "host",
+        "jobs",
+        "noop_sent",
+        "sleeping",
+        "waiting_on",
+        "write",
+        "closed",
+    )
+
+    def __init__(self, write: Callable[[bytes], Any], *, fd: int = -1, host: str = "-") -> None:
+        self.write = write
+        self.fd = fd
+        self.host = host
+        self.client_id = b"-"
+        self.exceptions = False
+        self.abilities: dict[
+            Function, int
+        ] = {}  # function -> CAN_DO_TIMEOUT ms (0: none), CAN_DO order
+        self.jobs: dict[ServerJob, Timer | None] = {}  # jobs this worker runs -> its timeout timer
+        self.waiting_on: set[ServerJob] = set()  # foreground jobs this client waits for
+        self.sleeping = False
+        self.noop_sent = False
+        self.closed = False
+
+
+class Function:
+    """A function name's queues (one per priority), workers and counts."""
+
+    __slots__ = ("max_queue", "name", "queues", "running", "sleepers", "workers")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.queues: tuple[deque[ServerJob], deque[ServerJob], deque[ServerJob]] = (
+            deque(),
+            deque(),
+            deque(),
+        )
+        self.running = 0
+        self.workers: dict[Peer, None] = {}  # ordered set of peers that CAN_DO this
+        self.sleepers: dict[Peer, None] = {}  # of those, asleep and not yet sent a NOOP
+        self.max_queue = (0, 0, 0)  # per priority; 0 = unlimited
+
+    @property
+    def queued(self) -> int:
+        return len(self.queues[0]) + len(self.queues[1]) + len(self.queues[2])
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running
+
+
+class ServerJob:
+    """A job from SUBMIT to WORK_COMPLETE/FAIL/EXCEPTION."""
+
+    __slots__ = (
+        "background",
+        "clients",
+        "data",
+        "denominator",
+        "enqueued",
+        "function",
+        "handle",
+        "ignore",
+        "key",
+        "numerator",
+        "priority",
+        "reducer",
+        "retries",
+        "store_id",
+        "unique",
+        "when",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        handle: bytes,
+        function: Function,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        *,
+        background: bool,
+        when: int = 0,
+        reducer: bytes = b"",
+    ) -> None:
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self.priority = priority
+        self.background = background
+        self.clients: list[Peer] = []
+        self.worker: Peer | None = None
+        self.numerator = b"0"
+        self.denominator = b"0"
+        self.retries = 0
+        self.when = when
+        self.reducer = reducer
+        self.store_id = 0
+        self.ignore = False
+        self.key: tuple[bytes, bytes] | None = None  # (function, unique) for coalescing
+        self.enqueued = 0  # Unix seconds of the submit (kept by the durable store); 0 unknown
