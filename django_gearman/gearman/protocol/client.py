@@ -187,14 +187,7 @@ class ClientConnection(Conversation):
         append = events.append
         pending = self._pending
         running = self._running
-        for frame in self._frames(data):
-            if isinstance(frame, TextLine):
-                raise self._broken(f"a client does not expect text lines, got {frame.line[:40]!r}")
-            magic, kind, args = frame
-            if magic == REQ:
-                raise self._broken(
-                    f"a client does not expect {kind.name} with request magic", "INVALID_MAGIC"
-                )
+        for _, kind, args in self._responses(data):
             if kind is T.JOB_CREATED:
                 if not pending or pending[0][0] > _BG_SUBMIT:
                     raise self._broken("JOB_CREATED answers no submit")

@@ -13,8 +13,9 @@ from __future__ import annotations
 from enum import Enum
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-from .buffer import DEFAULT_MAX_LINE_SIZE, Frame, PacketBuffer
-from .constants import DEFAULT_MAX_PACKET_SIZE
+from .buffer import DEFAULT_MAX_LINE_SIZE, Frame, PacketBuffer, TextLine
+from .constants import DEFAULT_MAX_PACKET_SIZE, REQ
+from .packets import Packet
 
 __all__ = ["ConnectionState", "Conversation"]
 
@@ -71,6 +72,22 @@ class Conversation:
         except RemoteProtocolError:
             self.state = ConnectionState.ERROR
             raise
+
+    def _responses(self, data: bytes) -> list[Packet]:
+        """The packets ``data`` completes, for a role that only ever gets binary responses: a
+        text line or a request-magic packet puts the conversation in ERROR."""
+        frames = self._frames(data)
+        for frame in frames:
+            if isinstance(frame, TextLine):
+                raise self._broken(
+                    f"a {self.role} does not expect text lines, got {frame.line[:40]!r}"
+                )
+            if frame[0] == REQ:
+                raise self._broken(
+                    f"a {self.role} does not expect {frame[1].name} with request magic",
+                    "INVALID_MAGIC",
+                )
+        return frames  # type: ignore[return-value]  # every frame is a Packet now
 
     def _broken(self, message: str, code: str = "INVALID_COMMAND") -> RemoteProtocolError:
         """Enter ERROR and return the error to raise: the peer said something out of turn."""

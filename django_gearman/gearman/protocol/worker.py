@@ -17,7 +17,6 @@ import enum
 from typing import Any
 
 from ..errors import LocalProtocolError
-from .buffer import TextLine
 from .connection import Conversation
 from .constants import REQ, PacketType
 from .events import ErrorReceived, JobAssigned, WentToSleep, Woken
@@ -159,14 +158,7 @@ class WorkerConnection(Conversation):
     def receive_data(self, data: bytes) -> list[Any]:
         """Feed received bytes; return the events they complete, in order."""
         events: list[Any] = []
-        for frame in self._frames(data):
-            if isinstance(frame, TextLine):
-                raise self._broken(f"a worker does not expect text lines, got {frame.line[:40]!r}")
-            magic, kind, args = frame
-            if magic == REQ:
-                raise self._broken(
-                    f"a worker does not expect {kind.name} with request magic", "INVALID_MAGIC"
-                )
+        for _, kind, args in self._responses(data):
             if kind is T.JOB_ASSIGN_UNIQ or kind is T.JOB_ASSIGN or kind is T.JOB_ASSIGN_ALL:
                 if self.grabs <= 0:
                     raise self._broken(f"{kind.name} answers no grab")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RemoteProtocolError
 from ..protocol.buffer import PacketBuffer, TextLine
-from ..protocol.constants import REQ, PacketType
+from ..protocol.constants import REQ, PacketType, Priority
 from ..protocol.packets import PACKET_TYPES, error_packet
 from .model import ERR_INVALID_COMMAND, ERR_UNKNOWN_OPTION, Peer, ServerJob, job_created, packet
 from .state import ServerState
@@ -40,6 +40,7 @@ logger = logging.getLogger("django_gearman.server")
 
 T = PacketType
 ERR_MAGIC = packet(T.ERROR, b"INVALID_MAGIC", b"Request magic expected")
+_NORMAL = int(Priority.NORMAL)
 
 
 class ServerHost(Protocol):
@@ -186,10 +187,10 @@ class ServerConnection:
             when = int(args[2])
         except ValueError:
             when = 0
-        self._submit(args[0], args[1], args[3], 1, background=True, when=max(0, when))
+        self._submit(args[0], args[1], args[3], _NORMAL, background=True, when=max(0, when))
 
     def _on_submit_reduce(self, args: tuple[bytes, ...], *, background: bool) -> None:
-        self._submit(args[0], args[1], args[3], 1, background=background, reducer=args[2])
+        self._submit(args[0], args[1], args[3], _NORMAL, background=background, reducer=args[2])
 
     def _on_invalid(self, args: tuple[bytes, ...]) -> None:
         # SUBMIT_JOB_SCHED, ALL_YOURS and UNUSED (gearmand answers them so), and response
@@ -287,10 +288,12 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
 
 
 def _submitter(
-    priority: int, *, background: bool
+    priority: Priority, *, background: bool
 ) -> Callable[[ServerConnection, tuple[bytes, ...]], None]:
+    level = int(priority)  # a plain int indexes the queues fastest
+
     def on_submit(self: ServerConnection, args: tuple[bytes, ...]) -> None:
-        self._submit(args[0], args[1], args[2], priority, background=background)
+        self._submit(args[0], args[1], args[2], level, background=background)
 
     return on_submit
 
@@ -308,12 +311,12 @@ _HANDLERS: list[Callable[[ServerConnection, tuple[bytes, ...]], None]] = [P._on_
     PACKET_TYPES
 )
 for _kind, _handler in {
-    T.SUBMIT_JOB: _submitter(1, background=False),
-    T.SUBMIT_JOB_BG: _submitter(1, background=True),
-    T.SUBMIT_JOB_HIGH: _submitter(0, background=False),
-    T.SUBMIT_JOB_HIGH_BG: _submitter(0, background=True),
-    T.SUBMIT_JOB_LOW: _submitter(2, background=False),
-    T.SUBMIT_JOB_LOW_BG: _submitter(2, background=True),
+    T.SUBMIT_JOB: _submitter(Priority.NORMAL, background=False),
+    T.SUBMIT_JOB_BG: _submitter(Priority.NORMAL, background=True),
+    T.SUBMIT_JOB_HIGH: _submitter(Priority.HIGH, background=False),
+    T.SUBMIT_JOB_HIGH_BG: _submitter(Priority.HIGH, background=True),
+    T.SUBMIT_JOB_LOW: _submitter(Priority.LOW, background=False),
+    T.SUBMIT_JOB_LOW_BG: _submitter(Priority.LOW, background=True),
     T.SUBMIT_JOB_EPOCH: P._on_submit_epoch,
     T.SUBMIT_REDUCE_JOB: _bind(P._on_submit_reduce, background=False),
     T.SUBMIT_REDUCE_JOB_BACKGROUND: _bind(P._on_submit_reduce, background=True),
