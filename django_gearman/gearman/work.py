@@ -38,7 +38,7 @@ def current_job() -> Job | None:
 
 def exception_payload(error: BaseException) -> bytes:
     """The WORK_EXCEPTION payload: a JSON object with the exception's type and message
-    (:func:`django_gearman.envelope.encode_error`)."""
+    (:func:`~.envelope.encode_error`)."""
     return encode_error(error)
 
 
