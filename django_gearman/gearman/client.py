@@ -7,18 +7,13 @@ lazily, reused, and every blocking call has a timeout. Which reply answers which
 protocol layer's business (:class:`~.protocol.ClientConnection`); this module routes jobs to
 servers, fails over, and waits on sockets.
 
-Which server a job goes to: a job with a unique key goes to the server chosen by rendezvous
-hashing of the key, so the same key always meets the same server (and gearmand can coalesce
-it); other jobs are spread round-robin. A server that refuses or drops a connection is skipped
-and retried after a backoff; when none is reachable, :class:`ServerUnavailable` says why for each.
+Which server a job goes to, and which are up, is :mod:`.routing`'s; when none is reachable,
+:class:`ServerUnavailable` says why for each.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
-import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -56,7 +51,8 @@ from .protocol import (
     RequestRefused,
     StatusReply,
 )
-from .transport import ServerAddress, Transport, parse_servers, remaining
+from .routing import Server, Servers, readable
+from .transport import parse_servers, remaining
 
 __all__ = ["GearmanClient"]
 
@@ -78,28 +74,6 @@ class _Op:
         self.done = False
         self.reply: Any = None
         self.error: Exception | None = None
-
-
-class _Server:
-    """One job server as the client sees it: its transport, and whether it is up."""
-
-    __slots__ = ("address", "down_until", "failures", "last_error", "transport")
-
-    def __init__(self, address: ServerAddress, max_packet_size: int) -> None:
-        self.address = address
-        self.transport = Transport(
-            address, lambda: ClientConnection(max_packet_size=max_packet_size)
-        )
-        self.down_until = 0.0
-        self.failures = 0
-        self.last_error = ""
-
-    def fileno(self) -> int:
-        return self.transport.fileno()
-
-    @property
-    def busy(self) -> bool:
-        return self.transport.conn.busy
 
 
 class GearmanClient(BaseClient):
@@ -130,9 +104,13 @@ class GearmanClient(BaseClient):
         self.exceptions = exceptions
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self._servers = [_Server(address, max_packet_size) for address in self.servers]
-        self._by_address = {s.address: s for s in self._servers}
-        self._round_robin = itertools.count()
+        self._route = Servers(
+            self.servers,
+            max_packet_size=max_packet_size,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
+        )
+        self._servers = self._route.all
 
     def __repr__(self) -> str:
         return f"<GearmanClient servers={[str(a) for a in self.servers]}>"
@@ -193,7 +171,7 @@ class GearmanClient(BaseClient):
         deadline = self._deadline(timeout)
         servers = self._servers
         if isinstance(handle, JobHandle) and handle.server is not None:
-            servers = [self._by_address[handle.server]]
+            servers = [self._route.by_address[handle.server]]
         status = None
         for server in servers:
             reply: StatusReply = self._call(
@@ -210,7 +188,7 @@ class GearmanClient(BaseClient):
 
         gearmand puts the unique key, not the handle, in the reply's first field.
         """
-        server = self._candidates(unique)[0]
+        server = self._route.candidates(unique)[0]
         reply: StatusReply = self._call(
             server,
             lambda conn, op: conn.get_status_unique(unique.encode(), op),
@@ -222,7 +200,7 @@ class GearmanClient(BaseClient):
         self, data: bytes = b"ping", *, server: str | None = None, timeout: float | None = None
     ) -> bytes:
         """Send ``ECHO_REQ`` to a server (the first by default) and return the echoed bytes."""
-        target = self._by_address[parse_servers(server)[0]] if server else self._servers[0]
+        target = self._route.by_address[parse_servers(server)[0]] if server else self._servers[0]
         reply: EchoReply = self._call(
             target, lambda conn, op: conn.echo(data, op), self._deadline(timeout)
         )
@@ -233,24 +211,7 @@ class GearmanClient(BaseClient):
     def _deadline(self, timeout: float | None) -> float:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
 
-    def _candidates(self, unique: str | None) -> list[_Server]:
-        """Servers in the order to try: the key's rendezvous order, else round-robin; down last."""
-        servers = self._servers
-        if len(servers) > 1:
-            if unique:
-                key = unique.encode()
-                servers = sorted(servers, key=lambda s: _weight(key, s.address), reverse=True)
-            else:
-                start = next(self._round_robin) % len(servers)
-                servers = servers[start:] + servers[:start]
-            now = time.monotonic()
-            if any(s.down_until > now for s in servers):
-                servers = [s for s in servers if s.down_until <= now] + [
-                    s for s in servers if s.down_until > now
-                ]
-        return servers
-
-    def _ensure_connected(self, server: _Server, deadline: float) -> None:
+    def _ensure_connected(self, server: Server, deadline: float) -> None:
         transport = server.transport
         if transport.connected:
             return
@@ -261,7 +222,7 @@ class GearmanClient(BaseClient):
             transport.conn.option(b"exceptions", _Op())
         logger.debug("connected to %s", server.address)
 
-    def _dispatch(self, task: Task, deadline: float, exclude: _Server | None = None) -> None:
+    def _dispatch(self, task: Task, deadline: float, exclude: Server | None = None) -> None:
         """Queue ``task`` on a reachable server; on none, end it with ``ServerUnavailable``."""
         try:
             packet = task.packet()
@@ -269,13 +230,13 @@ class GearmanClient(BaseClient):
             _finish(task, TaskState.ERROR, error)
             return
         errors: dict[str, str] = {}
-        for server in self._candidates(task.unique):
+        for server in self._route.candidates(task.unique):
             if server is exclude and len(self._servers) > 1:
                 continue
             try:
                 self._ensure_connected(server, deadline)
             except OSError as error:
-                self._mark_down(server, error)
+                self._route.mark_down(server, error)
                 errors[str(server.address)] = server.last_error
                 continue
             task.attempts += 1
@@ -299,7 +260,7 @@ class GearmanClient(BaseClient):
             if not wait:
                 self._timeout(tasks)
                 return
-            ready = busy if len(busy) == 1 else _readable(busy, wait)
+            ready = busy if len(busy) == 1 else readable(busy, wait)
             for server in ready:
                 try:
                     events = server.transport.read(wait if len(busy) == 1 else 0)
@@ -310,7 +271,7 @@ class GearmanClient(BaseClient):
                     continue
                 yield from self._apply(server, events)
 
-    def _apply(self, server: _Server, events: list[Any]) -> Iterator[tuple[Task, WorkEvent]]:
+    def _apply(self, server: Server, events: list[Any]) -> Iterator[tuple[Task, WorkEvent]]:
         """Bring the conversation's events home to the tasks and requests they answer."""
         for event in events:
             kind = type(event)
@@ -350,7 +311,7 @@ class GearmanClient(BaseClient):
                 op = event.token
                 op.reply, op.done = event, True
 
-    def _refused(self, server: _Server, event: RequestRefused) -> None:
+    def _refused(self, server: Server, event: RequestRefused) -> None:
         error = ServerError(event.code, event.text)
         token = event.token
         if isinstance(token, Task):
@@ -363,7 +324,7 @@ class GearmanClient(BaseClient):
             token.error = error
 
     def _call(
-        self, server: _Server, request: Callable[[ClientConnection, _Op], None], deadline: float
+        self, server: Server, request: Callable[[ClientConnection, _Op], None], deadline: float
     ) -> Any:
         """Send one request and wait for its answer on ``server``."""
         for attempt in range(2):  # a reused connection may have died while idle: retry once
@@ -381,7 +342,7 @@ class GearmanClient(BaseClient):
             except TimeoutError:
                 pass
             except (OSError, RemoteProtocolError) as error:
-                self._mark_down(server, error)
+                self._route.mark_down(server, error)
                 self._reset(server)
                 if attempt:
                     raise ServerUnavailable({str(server.address): server.last_error}) from error
@@ -402,13 +363,13 @@ class GearmanClient(BaseClient):
                 except OSError as error:
                     self._lost(server, error, deadline)
 
-    def _lost(self, server: _Server, error: Exception, deadline: float) -> None:
+    def _lost(self, server: Server, error: Exception, deadline: float) -> None:
         """``server`` dropped: resubmit jobs it had not accepted, fail those it was running."""
         logger.warning("lost connection to %s: %s", server.address, error)
         conn = server.transport.conn
         waiting = [token for token in conn.waiting() if isinstance(token, Task)]
         running = conn.running()
-        self._mark_down(server, error)
+        self._route.mark_down(server, error)
         self._reset(server)
         for task in running:
             _finish(
@@ -430,19 +391,7 @@ class GearmanClient(BaseClient):
                 )
         self._flush_all(deadline)
 
-    def _mark_down(self, server: _Server, error: Exception) -> None:
-        server.failures += 1
-        server.last_error = str(error) or type(error).__name__
-        delay = min(self.max_retry_delay, self.retry_delay * 2 ** (server.failures - 1))
-        server.down_until = time.monotonic() + delay
-        logger.info(
-            "server %s unavailable (%s); retrying in %.1fs",
-            server.address,
-            server.last_error,
-            delay,
-        )
-
-    def _reset(self, server: _Server) -> None:
+    def _reset(self, server: Server) -> None:
         """Close the connection and forget what it owed (a new one starts from nothing)."""
         transport = server.transport
         transport.close()
@@ -460,17 +409,3 @@ class GearmanClient(BaseClient):
 def _finish(task: Task, state: TaskState, error: Exception | None = None) -> None:
     task.state = state
     task.error = error
-
-
-def _readable(servers: list[_Server], timeout: float) -> list[_Server]:
-    """The servers with data to read; poll(), since descriptors may be above select()'s 1024."""
-    poller = select.poll()
-    by_fd = {}
-    for server in servers:
-        by_fd[server.fileno()] = server
-        poller.register(server.fileno(), select.POLLIN)
-    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
-
-
-def _weight(key: bytes, address: ServerAddress) -> bytes:
-    return hashlib.blake2b(key + b"\0" + str(address).encode(), digest_size=8).digest()
