@@ -208,9 +208,8 @@ def check_settings() -> list[tuple[str, str, str]]:
                 (
                     "E006",
                     f"{where} has MODE, which BACKEND replaced.",
-                    f'Use "BACKEND": {BACKENDS.get(str(value["MODE"]), "gearman")!r} (or a short '
-                    "name: "
-                    f"{', '.join(BACKENDS)}).",
+                    f'Use "BACKEND": {value["MODE"] if value["MODE"] in BACKENDS else "gearman"!r} '
+                    f"(one of {', '.join(BACKENDS)}, or a dotted path).",
                 )
             )
         backend = value.get("BACKEND", DEFAULT_BACKEND)
@@ -234,7 +233,7 @@ def check_settings() -> list[tuple[str, str, str]]:
                     'For example: {"timeout": 30}.',
                 )
             )
-        else:
+        elif _is_gearman_client(backend):  # other backends take options of their own
             bad = set(options) - _CLIENT_OPTIONS
             if bad:
                 problems.append(
@@ -288,6 +287,15 @@ def _parse(alias: str, value: dict[str, Any]) -> AliasSettings:
         backend=BACKENDS.get(value.get("BACKEND", DEFAULT_BACKEND), value.get("BACKEND", "")),
         options=dict(value.get("OPTIONS", {})),
     )
+
+
+def _is_gearman_client(backend: Any) -> bool:
+    from .gearman.client import GearmanClient  # noqa: PLC0415 - the real client, only when asked
+
+    try:
+        return issubclass(_backend_class(backend), GearmanClient)
+    except (ImportError, TypeError, ValueError, UsageError):
+        return False  # E006 says what is wrong with it
 
 
 def _backend_class(backend: Any) -> type[BaseClient]:

@@ -21,10 +21,10 @@ from typing import Any
 from .base import BaseClient
 from .errors import (
     ConnectionLost,
-    JobTimeout,
     LocalProtocolError,
     RemoteProtocolError,
     ServerError,
+    ServerTimeout,
     ServerUnavailable,
 )
 from .jobs import (
@@ -349,7 +349,7 @@ class GearmanClient(BaseClient):
                 continue
             if not op.done:
                 self._reset(server)  # a late answer would confuse the next request
-                raise JobTimeout(f"{server.address} did not answer in time")
+                raise ServerTimeout(f"{server.address} did not answer in time")
             if op.error is not None:
                 raise op.error
             return op.reply

@@ -21,7 +21,7 @@ from .jobs import payload
 from .protocol import JobAssigned, Outcome, WorkerConnection
 from .transport import ServerAddress, Transport
 
-__all__ = ["Job", "current_job", "exception_payload", "perform"]
+__all__ = ["Job", "current_job", "exception_payload", "perform", "reported"]
 
 logger = logging.getLogger("django_gearman.worker")
 
@@ -34,6 +34,20 @@ def current_job() -> Job | None:
     """The job this thread's worker is running, to report progress with ``send_status`` from
     deep inside a task; None outside a job run by a :class:`Worker`."""
     return _current.get()
+
+
+#: The attribute that marks an exception whose failure a callback logged itself.
+_REPORTED = "_django_gearman_reported"
+
+
+def reported(error: BaseException) -> BaseException:
+    """Say that ``error``'s failure is logged, with its traceback, by the callback that raises it
+    (a task runner logs the task's own line): :func:`perform` then logs it no second time."""
+    try:
+        setattr(error, _REPORTED, True)
+    except AttributeError:  # an exception that takes no attributes is logged twice, no worse
+        pass
+    return error
 
 
 def exception_payload(error: BaseException) -> bytes:
@@ -100,7 +114,8 @@ def perform(callback: Callable[[Job], bytes | str | None], job: Job) -> tuple[Ou
         logger.info("job %s failed (WORK_FAIL)", job)
         return Outcome.FAIL, b""
     except Exception as error:
-        logger.exception("job %s raised %s", job, type(error).__name__)
+        if not getattr(error, _REPORTED, False):  # else its line and traceback are logged
+            logger.exception("job %s raised %s", job, type(error).__name__)
         return Outcome.EXCEPTION, exception_payload(error)
     finally:
         _current.reset(token)

@@ -145,14 +145,13 @@ class GearmanTask(Generic[P, R]):
         sent)."""
         task = self._task(args, kwargs, background=True)
         pipelined = current_batch()
-        if (
-            pipelined is not None
-        ):  # inside `with batch():` the Task is returned; .handle comes later
+        if pipelined is not None:  # inside `with batch():` the Task; .handle comes later
             return pipelined.add(self.options.alias, task)  # type: ignore[return-value]
         client = self._client()
         client.run_tasks([task], timeout=self.options.timeout)
         task.raise_for_state()
-        assert task.handle is not None
+        if task.handle is None:
+            raise UsageError(f"{type(client).__name__} accepted {self.name} but gave no job handle")
         return task.handle
 
     def background_on_commit(self, *args: Any, using: str | None = None, **kwargs: Any) -> None:

@@ -25,7 +25,7 @@ from django.dispatch import Signal
 from ..gearman.client import GearmanClient
 from ..gearman.envelope import decode_call, encode_call, encode_result
 from ..gearman.errors import EnvelopeError
-from ..gearman.work import Job
+from ..gearman.work import Job, reported
 from .results import record_failure, record_success
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
         call = decode_call(job.data)
     except EnvelopeError as error:
         logger.error("%s %s: bad workload from the client: %s", task.name, job.handle, error)
-        raise
+        raise reported(error) from None
     attempt = _attempt(call.meta)
     options = task.options
     close_old_connections()
@@ -147,6 +147,7 @@ def _failed(
         error,
         exc_info=not isinstance(error, EnvelopeError),
     )
+    reported(error)  # this line and traceback are the failure's; the worker adds none
     if task_failed.receivers:
         task_failed.send(
             sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs
