@@ -47,7 +47,7 @@ def worker_thread(
     def run() -> None:
         try:
             worker.work(install_signals=False)
-        except BaseException as error:  # surfaced in the test below
+        except BaseException as error:  # noqa: BLE001 - whatever it is, the test thread raises it
             errors.append(error)
 
     thread = threading.Thread(target=run, name="gearman-test-worker", daemon=True)

@@ -14,9 +14,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,13 +110,19 @@ def admin_command(
 
     ``address`` is ``"host:port"``, a ``(host, port)`` tuple or anything with ``.address``.
     A reply starting with ``OK``/``ERR`` is one line; anything else is read up to the closing
-    ``.`` line. Pass ``multiline`` to force either reading.
+    ``.`` line. Pass ``multiline`` to force either reading. ``timeout`` bounds the whole exchange
+    (``TimeoutError`` after it); a peer that closes early gives what it sent so far.
     """
     host, port = _split_address(address)
+    deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(command.encode() + b"\n")
         reply = b""
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{host}:{port} did not finish its {command!r} reply: {reply!r}")
+            sock.settimeout(remaining)
             chunk = sock.recv(65536)
             if not chunk:
                 return reply
@@ -128,15 +135,21 @@ def admin_command(
                 return reply
 
 
-def stop_process(process: subprocess.Popen[Any], *, term_timeout: float = 5.0) -> None:
-    """SIGTERM, wait up to ``term_timeout``, then SIGKILL; reaps the process."""
+def stop_process(
+    process: subprocess.Popen[Any], *, term_timeout: float = 5.0, kill_timeout: float = 10.0
+) -> None:
+    """SIGTERM, wait up to ``term_timeout``, then SIGKILL; reaps the process.
+
+    A process that SIGKILL does not end within ``kill_timeout`` (stuck in the kernel) raises
+    ``subprocess.TimeoutExpired`` rather than hanging the test run.
+    """
     if process.poll() is None:
         try:
             process.send_signal(signal.SIGTERM)
             process.wait(term_timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-    process.wait()
+    process.wait(kill_timeout)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -294,7 +307,7 @@ class Gearmand:
         if process is not None:
             if process.poll() is None:
                 process.kill()
-            process.wait()
+            process.wait(10)  # SIGKILL cannot be refused: only a process stuck in the kernel waits
         self._cleanup()
         return process.returncode if process is not None else None
 
@@ -342,8 +355,6 @@ class EmbeddedServer(Gearmand):
     kind = "embedded"
 
     def command(self) -> list[str]:
-        import sys
-
         cmd = [
             sys.executable,
             "-m",
@@ -385,15 +396,31 @@ def run_php(
     )
 
 
-class PhpProcess:
-    """A PHP script running in the background; ``stop()`` always reaps it."""
+class BackgroundProcess:
+    """A process running in the background whose output is read with deadlines, never blocking.
 
-    def __init__(self, command: list[str]) -> None:
+    stdout is a pipe read through a selector (``wait_for``/``wait_for_line`` wait at most their
+    ``timeout``); stderr goes to a temporary file, so it can never fill a pipe. ``stop()``
+    always reaps the process and closes both.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.args = command
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         try:
             self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=env,
+                cwd=cwd,
             )
         except BaseException:
             self._stderr.close()
@@ -409,6 +436,9 @@ class PhpProcess:
     def returncode(self) -> int | None:
         return self._process.poll()
 
+    def send_signal(self, sig: int) -> None:
+        self._process.send_signal(sig)
+
     def _read_available(self, timeout: float) -> bytes | None:
         """Read what stdout has within ``timeout``: None if nothing came, b"" at EOF."""
         stdout = self._process.stdout
@@ -422,24 +452,39 @@ class PhpProcess:
         self._stdout += chunk
         return chunk
 
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
-        """Wait until stdout has a line equal to ``text`` (e.g. the worker's ``ready``)."""
-        wanted = text.encode()
+    def _matching_line(self, match: Callable[[str], bool]) -> str | None:
+        lines = self._stdout.decode(errors="replace").splitlines()
+        return next((line for line in lines if match(line)), None)
+
+    def wait_for_line(
+        self, match: Callable[[str], bool], timeout: float = 10.0, *, what: str = "the line"
+    ) -> str:
+        """The first stdout line for which ``match(line)`` is true, waiting up to ``timeout``.
+
+        On timeout, or if stdout ends first, the process is stopped and :class:`PeerError`
+        says what it printed.
+        """
         deadline = time.monotonic() + timeout
-        while wanted not in self._stdout.splitlines():
+        while (line := self._matching_line(match)) is None:
             remaining = deadline - time.monotonic()
             eof = remaining > 0 and self._read_available(min(remaining, 0.5)) == b""
             if remaining <= 0 or eof:
-                if wanted in self._stdout.splitlines():
-                    return
+                line = self._matching_line(match)
+                if line is not None:
+                    return line
                 self.stop()
                 raise PeerError(
-                    f"{' '.join(self.args)} did not print {text!r} within {timeout:.0f} s "
+                    f"{' '.join(self.args)} did not print {what} within {timeout:.0f} s "
                     f"(exit {self.returncode}); stdout={self._stdout!r}; stderr:\n{self.stderr}"
                 )
+        return line
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until stdout has a line equal to ``text`` (e.g. the worker's ``ready``)."""
+        self.wait_for_line(lambda line: line == text, timeout, what=repr(text))
 
     def wait(self, timeout: float = 30.0) -> int:
-        """Wait for a process that ends by itself (``--max-jobs``)."""
+        """Wait for a process that ends by itself (``--max-jobs``); ``TimeoutExpired`` if not."""
         return self._process.wait(timeout)
 
     @property
@@ -469,11 +514,18 @@ class PhpProcess:
             self._stderr.close()
         return self._process.returncode
 
-    def __enter__(self) -> PhpProcess:
+    def __enter__(self) -> BackgroundProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.args} pid {self.pid} exit {self.returncode}>"
+
+
+class PhpProcess(BackgroundProcess):
+    """A PHP script running in the background; ``stop()`` always reaps it."""
 
     def __repr__(self) -> str:
         return f"<PhpProcess {self.args[3:]} pid {self.pid} exit {self.returncode}>"

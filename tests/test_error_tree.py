@@ -40,7 +40,9 @@ def raised_names() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
-                name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                name = (
+                    target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                )
                 if name[:1].isupper():
                     found.setdefault(module, set()).add(name)
     return found
@@ -61,11 +63,22 @@ def test_every_raised_class_is_a_gearman_error_or_allowed() -> None:
 
 
 def test_the_tree_has_one_root_and_no_two_classes_share_a_name() -> None:
-    tree = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, Exception)]
+    tree = [
+        cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, Exception)
+    ]
     assert all(issubclass(cls, GearmanError) for cls in tree)
-    for layer_error in (InvalidGearmanSettings, django_gearman.TaskError, django_gearman.BatchError):
+    for layer_error in (
+        InvalidGearmanSettings,
+        django_gearman.TaskError,
+        django_gearman.BatchError,
+    ):
         assert issubclass(layer_error, GearmanError)
-    names = [cls.__name__ for cls in tree] + ["InvalidGearmanSettings", "TaskError", "BatchError", "RetryError"]
+    names = [cls.__name__ for cls in tree] + [
+        "InvalidGearmanSettings",
+        "TaskError",
+        "BatchError",
+        "RetryError",
+    ]
     assert len(names) == len(set(names))
 
 

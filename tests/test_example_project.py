@@ -27,7 +27,7 @@ import pytest
 import django_gearman
 from django_gearman.gearman.admin_client import GearmanAdminClient
 from tests.helpers import wait_for
-from tests.peers import free_port
+from tests.peers import free_port, stop_process
 
 pytestmark = pytest.mark.interop
 
@@ -41,9 +41,8 @@ DAYS = 4
 
 def needs_worker_command() -> None:
     if not WORKER_COMMAND.exists():
-        pytest.skip(
-            f"manage.py gearman_worker is not written yet ({WORKER_COMMAND.relative_to(REPO)} is missing)"
-        )
+        missing = WORKER_COMMAND.relative_to(REPO)
+        pytest.skip(f"manage.py gearman_worker is not written yet ({missing} is missing)")
 
 
 def example_env(tmp_path: Path, gearman_url: str) -> dict[str, str]:
@@ -99,20 +98,14 @@ def background(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait()
+        stop_process(process, term_timeout=15)
 
 
 def alive(process: subprocess.Popen[bytes], log: Path) -> None:
     if process.poll() is not None:
-        raise AssertionError(
-            f"{' '.join(map(str, process.args))} exited {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
-        )  # type: ignore[arg-type]
+        command = " ".join(map(str, process.args))  # type: ignore[arg-type]
+        output = log.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{command} exited {process.returncode}:\n{output}")
 
 
 def offered_functions(address: str) -> set[str]:
@@ -161,11 +154,12 @@ thanks = browser.get(posted["Location"]) if posted.status_code == 302 else poste
 report = browser.get("/report/", {"days": DAYS})
 page = report.content.decode()
 result = re.search(r'<pre id="result">(.*?)</pre>', page, re.S)
+thanks_html = re.search(r'<p id="thanks">(.*?)</p>', thanks.content.decode(), re.S).group(1)
 print(json.dumps({
     "form": form.status_code,
     "posted": posted.status_code,
     "location": posted.get("Location"),
-    "thanks": re.sub(r"<[^>]+>", "", re.search(r'<p id="thanks">(.*?)</p>', thanks.content.decode(), re.S).group(1)),
+    "thanks": re.sub(r"<[^>]+>", "", thanks_html),
     "report": report.status_code,
     "steps": re.findall(r'<li class="step">(\\d+/\\d+)</li>', page),
     "result": json.loads(html.unescape(result.group(1))) if result else page,
@@ -265,11 +259,13 @@ def test_the_demo_driver_over_http(gearman_server: Any, tmp_path: Path) -> None:
     ):
         result = subprocess.run(
             [
-                sys.executable, "drive_demo.py", "--url", f"http://127.0.0.1:{port}/", "--gearman", gearman_server.address,
-                "--mail-dir", str(tmp_path / "sent-mail"), "--days", "3", "--timeout", "30",
+                sys.executable, "drive_demo.py", "--url", f"http://127.0.0.1:{port}/",
+                "--gearman", gearman_server.address, "--mail-dir", str(tmp_path / "sent-mail"),
+                "--days", "3", "--timeout", "30",
                 "--watch", f"worker={worker.pid}", "--watch", f"web server={web.pid}",
             ],
-            cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=180, check=False,
+            # Under the test's own limit (pytest-timeout), so a stuck driver fails with output.
+            cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip
         assert result.returncode == 0, (
             f"{result.stdout}\n{result.stderr}\n{web_log.read_text(errors='replace')[-3000:]}"

@@ -110,7 +110,7 @@ class WorkerCommand:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        self.process.wait()
+        self.process.wait(10)
 
 
 @pytest.fixture
@@ -206,7 +206,8 @@ def test_sigterm_lets_the_running_job_finish_then_exits_0(
         worker.process.send_signal(signal.SIGTERM)
         assert worker.wait() == 0, worker.output()
     finally:
-        submitter.join(40)
+        submitter.join(40)  # run_many's own timeout is 30 s (the fixture's settings)
+    assert not submitter.is_alive(), "run_many did not return"
     assert results == [7], worker.output()
     assert "warm shutdown" in worker.stderr
 
@@ -270,7 +271,7 @@ def test_queue_option_offers_that_group(gearman: str, start_worker: Any) -> None
     assert "Functions (1):" in lines and f"  {tasks.where.function_name}" in lines
 
 
-# -- errors (no server needed) ----------------------------------------------------------------------
+# -- errors (no server needed) --------------------------------------------------------------------
 
 
 def run_command(*args: str, url: str = "gearman://127.0.0.1:1") -> subprocess.CompletedProcess[str]:
@@ -307,7 +308,7 @@ def test_bad_options_and_settings_are_readable_errors() -> None:
     assert result.returncode != 0 and "no Gearman alias 'other'" in result.stderr
 
 
-# -- choosing the functions, in-process ---------------------------------------------------------------
+# -- choosing the functions, in-process -----------------------------------------------------------
 
 
 def test_remote_tasks_are_never_offered() -> None:

@@ -182,12 +182,17 @@ def _submit_background(server: Gearmand, function: str, payload: bytes) -> bytes
     body = b"\0".join([function.encode(), b"unique-" + payload, payload])
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         sock.sendall(b"\0REQ" + struct.pack("!II", 18, len(body)) + body)
-        header = b""
-        while len(header) < 12:
-            header += sock.recv(12 - len(header))
-        magic, kind, size = struct.unpack("!4sII", header)
+        magic, kind, size = struct.unpack("!4sII", _recv_exactly(sock, 12))
         assert (magic, kind) == (b"\0RES", 8), (magic, kind)  # JOB_CREATED
-        data = b""
-        while len(data) < size:
-            data += sock.recv(size - len(data))
+        return _recv_exactly(sock, size)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes; each recv waits at most the socket's timeout, and a close fails."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError(f"the server closed after {data!r}, {size - len(data)} bytes short")
+        data += chunk
     return data

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 from django.test import override_settings
 
-from django_gearman import TaskError, run_many
+from django_gearman import BatchError, TaskError, batch, run_many
 from django_gearman.gearman import GearmanClient
-from django_gearman.gearman.envelope import EnvelopeError
+from django_gearman.gearman.admin_client import GearmanAdminClient
+from django_gearman.gearman.envelope import EnvelopeError, encode_call
+from django_gearman.models import TaskResultRecord
 from django_gearman.tasks.registry import registry
 from django_gearman.tasks.runner import job_callback
 from tests.helpers import wait_for, worker_thread
@@ -77,8 +80,6 @@ def test_arguments_json_cannot_carry_raise_in_the_caller(gearman: str) -> None:
     with pytest.raises(EnvelopeError, match="argument 1 is object"):
         tasks.add.background(1, object())
     with pytest.raises(EnvelopeError, match="keyword argument 'when' is datetime"):
-        from datetime import datetime
-
         tasks.echo.background(when=datetime.now())
 
 
@@ -87,8 +88,6 @@ def test_foreground_retries_in_place_then_succeeds(gearman: str) -> None:
     warnings = []
     with task_worker(gearman):
         with GearmanClient([gearman]) as client:
-            from django_gearman.gearman.envelope import encode_call
-
             result = client.submit(
                 tasks.flaky.function_name,
                 encode_call([key, 2]),
@@ -102,8 +101,6 @@ def test_foreground_retries_in_place_then_succeeds(gearman: str) -> None:
 def test_background_retries_are_rescheduled_then_give_up_and_leave_a_failure_record(
     gearman: str,
 ) -> None:
-    from django_gearman.models import TaskResultRecord
-
     key = f"bgr-{time.monotonic_ns()}"
     with task_worker(gearman):
         tasks.flaky.background(key, 5)  # fails every one of its 1 + 2 attempts
@@ -161,9 +158,6 @@ def test_prefix_namespaces_function_names(gearman: str) -> None:
 
 
 def test_batch_pipelines_background_calls_and_fills_their_handles(gearman: str) -> None:
-    from django_gearman import batch
-    from django_gearman.gearman.admin_client import GearmanAdminClient
-
     with batch(size=100) as sent:
         tasks_made = [tasks.add.using(unique=f"b{n}").background(n, n) for n in range(250)]
         assert all(
@@ -179,9 +173,6 @@ def test_batch_pipelines_background_calls_and_fills_their_handles(gearman: str) 
 
 
 def test_a_batch_with_refused_jobs_raises_listing_them(gearman: str) -> None:
-    from django_gearman import BatchError, batch
-    from django_gearman.gearman.admin_client import GearmanAdminClient
-
     with GearmanAdminClient(gearman) as admin:
         tasks.echo.using(unique="seed").background()  # make the function known
         admin.maxqueue(tasks.echo.function_name, 3)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 from django.test import override_settings
 
 import django_gearman.tasks
@@ -129,8 +130,6 @@ def test_immediate_refuses_a_function_no_task_of_this_process_runs(
 def test_background_on_commit_waits_for_the_transaction(
     gearman_outbox: list[testing.Submission], django_db_blocker
 ) -> None:
-    from django.db import transaction
-
     with django_db_blocker.unblock(), transaction.atomic():
         tasks.add.background_on_commit(5, 6)
         assert gearman_outbox == []  # not before the commit

@@ -108,7 +108,8 @@ def test_a_plain_text_workload_fails_and_the_worker_goes_on(gearman: str, php) -
         reply = task_client(php, gearman, "task", tasks.add.function_name, "--workload", "hello")
         assert reply["error"] == {
             "type": "django_gearman.gearman.errors.EnvelopeError",
-            "message": 'the workload is not JSON (Expecting value: line 1 column 1 (char 0)): "hello"',
+            "message": "the workload is not JSON "
+            '(Expecting value: line 1 column 1 (char 0)): "hello"',
         }, reply
         # the PHP pitfall the document warns about: json_encode(["kwargs" => []]) is a JSON array
         reply = task_client(

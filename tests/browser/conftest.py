@@ -27,7 +27,10 @@ def chromium_path() -> str:
         "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
     )
     if path is None:
-        message = "Debian's chromium is not installed (apt-get install chromium; scripts/test installs it)"
+        message = (
+            "Debian's chromium is not installed "
+            "(apt-get install chromium; scripts/test installs it)"
+        )
         if _in_ci():
             pytest.fail(message)
         pytest.skip(message)

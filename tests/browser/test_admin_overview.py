@@ -106,7 +106,8 @@ def test_overview_matches_gearadmin_and_refreshes_in_place(
         queued = page.locator('tr[data-function="browser_report"] td[data-col="queued"]')
         page.wait_for_function(
             "() => document.querySelector('tr[data-function=\"browser_new\"]') !== null"
-            " && document.querySelector('tr[data-function=\"browser_report\"] td[data-col=\"queued\"]').innerText === '2'",
+            " && document.querySelector("
+            "'tr[data-function=\"browser_report\"] td[data-col=\"queued\"]').innerText === '2'",
             timeout=15_000,
         )
         assert queued.inner_text() == "2" and page.evaluate("window.__not_reloaded") is True

@@ -150,20 +150,33 @@ def test_unique_key_coalesces_foreground_jobs(gearman_server) -> None:
 
     def slow(job: Job) -> bytes:
         calls.append(job.unique.encode())
-        gate.wait(5)
+        gate.wait(30)  # until every task was accepted: the first job is still running then
         return b"shared"
 
+    tasks = [
+        Task("slow", b"a", unique="same"),
+        Task("slow", b"b", unique="same"),
+        Task("slow", b"c", unique="other"),
+    ]
+
+    def open_gate_once_all_are_accepted() -> None:
+        try:
+            wait_for(lambda: all(t.handle for t in tasks), timeout=20, what="three JOB_CREATED")
+        finally:
+            gate.set()
+
+    opener = threading.Thread(target=open_gate_once_all_are_accepted, daemon=True)
     with (
         worker_thread(gearman_server.address, {"slow": slow}),
         GearmanClient([gearman_server.address], timeout=10) as client,
     ):
-        tasks = [
-            Task("slow", b"a", unique="same"),
-            Task("slow", b"b", unique="same"),
-            Task("slow", b"c", unique="other"),
-        ]
-        threading.Timer(0.3, gate.set).start()
-        client.run_tasks(tasks)
+        opener.start()
+        try:
+            client.run_tasks(tasks)
+        finally:
+            gate.set()  # also if run_tasks failed: the worker thread can stop
+    opener.join(10)
+    assert not opener.is_alive()
     assert [t.state for t in tasks] == [TaskState.COMPLETE] * 3
     assert tasks[0].handle == tasks[1].handle != tasks[2].handle
     assert [t.result for t in tasks] == [b"shared"] * 3
@@ -186,11 +199,12 @@ def test_task_set_collects_per_task_results(gearman_server) -> None:
 
 
 def test_timeout_then_client_still_works(gearman_server) -> None:
-    with GearmanClient([gearman_server.address], timeout=120) as client:
-        started = time.monotonic()
-        with pytest.raises(JobTimeout):
+    # The client's own timeout is beyond the test's time limit (pytest-timeout): only the
+    # call's timeout lets this call end with JobTimeout.
+    with GearmanClient([gearman_server.address], timeout=600) as client:
+        with pytest.raises(JobTimeout, match="did not finish in time") as timed_out:
             client.submit("no_worker_for_this", b"x", timeout=0.3)
-        assert time.monotonic() - started < 60  # the call's timeout, not the client's 120 s
+        assert timed_out.value.handle  # the server took the job; no worker finished it
         with worker_thread(gearman_server.address, {"reverse": reverse}):
             assert client.submit("reverse", b"ok") == b"ko"
 
@@ -201,15 +215,19 @@ def test_echo(gearman_server) -> None:
 
 
 def test_scheduled_job_waits_for_its_time(gearman_server) -> None:
-    ran: list[float] = []
+    ran: list[tuple[bytes, float]] = []
     with GearmanClient([gearman_server.address], timeout=10) as client:
+        far = client.submit_background("later", b"far", run_at=4_000_000_000)  # in 2096
         run_at = time.time() + 2
-        client.submit_background("later", b"x", run_at=run_at)
-        functions = {"later": lambda job: ran.append(time.time()), "nudge": lambda job: None}
+        client.submit_background("later", b"soon", run_at=run_at)
+        functions = {
+            "later": lambda job: ran.append((job.data, time.time())),
+            "nudge": lambda job: None,
+        }
         # idle_poll=None: the worker only wakes when the server says so (see the next test).
         with worker_thread(gearman_server.address, functions, idle_poll=None):
-            time.sleep(0.8)
-            assert ran == []  # the server holds the job until its time
+            client.submit_background("later", b"now")
+            wait_for(lambda: [data for data, _ in ran if data == b"now"], what="the job due now")
             if gearman_server.kind == "gearmand":
                 # gearmand 1.1 does not wake sleeping workers when the time comes (its issue
                 # #101), so another job is needed to make it hand the scheduled one out.
@@ -217,8 +235,13 @@ def test_scheduled_job_waits_for_its_time(gearman_server) -> None:
                 wait_for(lambda: time.time() > math.ceil(run_at) + 0.2, timeout=5)
                 client.submit_background("nudge")
             # ours wakes the sleeping worker at the job's time, with no other event
-            wait_for(lambda: ran, what="the scheduled job")
-    assert ran[0] >= int(run_at)
+            wait_for(lambda: [data for data, _ in ran if data == b"soon"], what="the soon job")
+        # "now" was queued behind both scheduled jobs of its function yet ran, and "far" did
+        # not: the server holds a job until its time, then hands it out (never early).
+        assert sorted(data for data, _ in ran) == [b"now", b"soon"]
+        assert dict(ran)[b"soon"] >= int(run_at)
+        far_status = client.get_status(far)
+        assert far_status.known and not far_status.running  # still held
     with pytest.raises(ValueError, match="normal priority"):
         GearmanClient.background_task("later", run_at=run_at, priority=Priority.HIGH)
 

@@ -170,7 +170,7 @@ def test_gearman_cli_worker_our_client(gearman_server, gearman_cli) -> None:
             assert client.submit("cli_wc", b"12345").strip() == b"5"
     finally:
         worker.kill()
-        worker.wait()
+        worker.wait(10)
 
 
 def _gearadmin(gearadmin: str, address: str, *args: str) -> str:

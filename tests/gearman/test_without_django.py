@@ -77,6 +77,7 @@ def test_server_client_and_worker_round_trip_without_django() -> None:
             assert worker.work(burst=True, install_signals=False) == 1
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
         thread.join(10)
+        assert not thread.is_alive(), "the server thread did not stop"
         print("round trip ok")
         """
     )

@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
 from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.admin_client import GearmanAdminClient
-from django_gearman.gearman.errors import JobFailed
+from django_gearman.gearman.errors import GearmanError, JobFailed
 from django_gearman.gearman.worker import Job, Worker
 from tests.helpers import wait_for, worker_thread
+from tests.peers import BackgroundProcess
 
 pytestmark = pytest.mark.interop
 
@@ -120,23 +120,27 @@ def test_reconnects_after_server_restart(gearman_server) -> None:
 def _try_submit(client: GearmanClient, data: bytes) -> bytes | None:
     try:
         return client.submit("reverse", data, timeout=2)
-    except Exception:
+    except GearmanError:  # the server is not back yet, or the worker has not reconnected
         return None
 
 
 def test_can_do_timeout_makes_gearmand_give_up(server_factory) -> None:
     server = server_factory(extra_args=["--job-retries=1"])
+    release = threading.Event()
 
     def slow(job: Job) -> bytes:
-        time.sleep(2.5)
+        release.wait(30)  # still running when the server's 1 s are up
         return b"too late"
 
     with worker_thread(server.address, {"slow": slow}, timeouts={"slow": 1.0}):
-        with GearmanClient([server.address], timeout=10) as client:
-            # Without the timeout the job would complete ("too late"); gearmand took it back
-            # after 1 s and, with --job-retries=1, failed it for the client.
-            with pytest.raises(JobFailed):
-                client.submit("slow")
+        try:
+            with GearmanClient([server.address], timeout=10) as client:
+                # Without the timeout the job would complete ("too late"); gearmand took it
+                # back after 1 s and, with --job-retries=1, failed it for the client.
+                with pytest.raises(JobFailed):
+                    client.submit("slow")
+        finally:
+            release.set()
 
 
 WORKER_SCRIPT = textwrap.dedent(
@@ -156,11 +160,9 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def _start_worker_process(address: str) -> subprocess.Popen:
+def _start_worker_process(address: str) -> BackgroundProcess:
     script = WORKER_SCRIPT.format(root=str(ROOT), address=address)
-    return subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return BackgroundProcess([sys.executable, "-c", script])
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -169,16 +171,14 @@ def test_first_signal_is_warm_shutdown(gearman_server, sig) -> None:
     try:
         with GearmanClient([gearman_server.address], timeout=15) as client:
             handle = client.submit_background("slow", b"1.0")
-            assert process.stdout.readline().strip() == "started"
+            process.wait_for("started", timeout=30)
             os.kill(process.pid, sig)
-            out, err = process.communicate(timeout=10)
-            assert process.returncode == 0, err
-            assert "count 1" in out
-            assert "warm shutdown" in err
+            assert process.wait(10) == 0, process.stderr
+            assert "count 1" in process.stdout
+            assert "warm shutdown" in process.stderr
             assert not client.get_status(handle).known  # it completed, so gearmand forgot it
     finally:
-        process.kill()
-        process.wait()
+        process.stop()
 
 
 def test_second_signal_is_cold_shutdown_and_job_is_requeued(gearman_server) -> None:
@@ -186,20 +186,21 @@ def test_second_signal_is_cold_shutdown_and_job_is_requeued(gearman_server) -> N
     try:
         with GearmanClient([gearman_server.address], timeout=15) as client:
             handle = client.submit_background("slow", b"30")
-            assert process.stdout.readline().strip() == "started"
+            process.wait_for("started", timeout=30)
             os.kill(process.pid, signal.SIGTERM)
-            time.sleep(0.2)
+            # Two signals sent back to back may arrive as one: the second goes once the worker
+            # has said it took the first.
+            wait_for(lambda: "warm shutdown" in process.stderr, what="the warm shutdown log line")
             os.kill(process.pid, signal.SIGTERM)
-            process.communicate(timeout=5)
-            assert process.returncode == 128 + signal.SIGTERM
+            assert process.wait(10) == 128 + signal.SIGTERM, process.stderr
+            assert "cold shutdown" in process.stderr
             status = wait_for(
                 lambda: (s := client.get_status(handle)).known and not s.running and s,
                 what="requeue",
             )
             assert status.known and not status.running  # back in the queue for another worker
     finally:
-        process.kill()
-        process.wait()
+        process.stop()
 
 
 @pytest.mark.parametrize("prefetch", [1, 4])

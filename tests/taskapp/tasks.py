@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Any
 
 from django_gearman import current_job, gearman_task
@@ -58,8 +60,6 @@ def not_json() -> object:
 @gearman_task
 def sleep_then(seconds: float, value: int) -> int:
     """Sleeps, then returns ``value``: a job that is still running when a test stops the worker."""
-    import time
-
     time.sleep(seconds)
     return value
 
@@ -67,9 +67,6 @@ def sleep_then(seconds: float, value: int) -> int:
 @gearman_task(queue="pool")
 def where(seconds: float) -> dict[str, int]:
     """Sleeps, then says which process and thread ran it (for the worker command's pools)."""
-    import os
-    import time
-
     time.sleep(seconds)
     return {"pid": os.getpid(), "thread": threading.get_ident()}
 

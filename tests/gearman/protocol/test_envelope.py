@@ -1,4 +1,5 @@
-"""django_gearman.gearman.envelope: the JSON wire format of tasks (docs/wire-format.md), unit by unit."""
+"""django_gearman.gearman.envelope, unit by unit: the JSON wire format of tasks
+(docs/wire-format.md)."""
 
 from __future__ import annotations
 
@@ -44,9 +45,9 @@ def test_a_call_round_trips_as_compact_utf8_json() -> None:
     data = encode_call(
         [1, "two", [3.5, None]], {"four": {"x": True}}, {"attempt": 2, "enqueued_at": 1764000000.5}
     )
-    assert (
-        data
-        == b'{"args":[1,"two",[3.5,null]],"kwargs":{"four":{"x":true}},"meta":{"attempt":2,"enqueued_at":1764000000.5}}'
+    assert data == (
+        b'{"args":[1,"two",[3.5,null]],"kwargs":{"four":{"x":true}},'
+        b'"meta":{"attempt":2,"enqueued_at":1764000000.5}}'
     )
     assert decode_call(data) == Call(
         [1, "two", [3.5, None]], {"four": {"x": True}}, {"attempt": 2, "enqueued_at": 1764000000.5}
@@ -136,51 +137,43 @@ def test_an_empty_result_is_none() -> None:
 
 # -- decode_call: what is wrong with a workload ---------------------------------------------
 
+NOT_AN_OBJECT = (
+    'the workload must be a JSON object like {"args": [...], "kwargs": {...}}, not a JSON '
+)
+
 
 @pytest.mark.parametrize(
     ("wire", "message"),
     [
         (
             b"\xff{}",
-            "the workload is not UTF-8 text: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
+            "the workload is not UTF-8 text: "
+            "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
         ),
         (b"hello", 'the workload is not JSON (Expecting value: line 1 column 1 (char 0)): "hello"'),
         (b"", 'the workload is not JSON (Expecting value: line 1 column 1 (char 0)): ""'),
         (
             b'{"args": [1]',
-            'the workload is not JSON (Expecting \',\' delimiter: line 1 column 13 (char 12)): "{"args": [1]"',
+            "the workload is not JSON (Expecting ',' delimiter: line 1 column 13 (char 12)): "
+            '"{"args": [1]"',
         ),
         (
             b"x" * 100,
             f'the workload is not JSON (Expecting value: line 1 column 1 (char 0)): "{"x" * 60}"',
         ),
-        (
-            b"[1, 2]",
-            'the workload must be a JSON object like {"args": [...], "kwargs": {...}}, not a JSON array',
-        ),
-        (
-            b'"text"',
-            'the workload must be a JSON object like {"args": [...], "kwargs": {...}}, not a JSON string',
-        ),
-        (
-            b"12",
-            'the workload must be a JSON object like {"args": [...], "kwargs": {...}}, not a JSON number',
-        ),
-        (
-            b"true",
-            'the workload must be a JSON object like {"args": [...], "kwargs": {...}}, not a JSON boolean',
-        ),
-        (
-            b"null",
-            'the workload must be a JSON object like {"args": [...], "kwargs": {...}}, not a JSON null',
-        ),
+        (b"[1, 2]", NOT_AN_OBJECT + "array"),
+        (b'"text"', NOT_AN_OBJECT + "string"),
+        (b"12", NOT_AN_OBJECT + "number"),
+        (b"true", NOT_AN_OBJECT + "boolean"),
+        (b"null", NOT_AN_OBJECT + "null"),
         (
             b'{"arg": [1]}',
             'unknown key(s) \'arg\' in the workload; it may have "args", "kwargs" and "meta"',
         ),
         (
             b'{"args": [], "zz": 1, "aa": 2}',
-            'unknown key(s) \'aa\', \'zz\' in the workload; it may have "args", "kwargs" and "meta"',
+            "unknown key(s) 'aa', 'zz' in the workload; "
+            'it may have "args", "kwargs" and "meta"',
         ),
         (b'{"args": {"a": 1}}', '"args" must be a JSON array, not a JSON object'),
         (b'{"args": "1, 2"}', '"args" must be a JSON array, not a JSON string'),
@@ -380,7 +373,8 @@ def test_decode_error_takes_other_text_as_the_message(data: bytes, message: str)
         (b"done", 'the result is not JSON (Expecting value: line 1 column 1 (char 0)): "done"'),
         (
             b"\xff",
-            "the result is not JSON ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte): \"\ufffd\"",
+            "the result is not JSON "
+            "('utf-8' codec can't decode byte 0xff in position 0: invalid start byte): \"\ufffd\"",
         ),
         (b"[1,", 'the result is not JSON (Expecting value: line 1 column 4 (char 3)): "[1,"'),
     ],

@@ -51,7 +51,7 @@ def test_workers_with_spaces_in_client_id() -> None:
 
 def test_show_jobs() -> None:
     rows = admin.parse_jobs(reply_lines("show jobs", GEARMAND["show jobs"]))
-    assert rows[0] == admin.JobInfo("H:vm:1", 0, False, True)
+    assert rows[0] == admin.JobInfo("H:vm:1", retries=0, ignore_job=False, job_queued=True)
     assert admin.format_jobs(rows) == GEARMAND["show jobs"]
 
 

@@ -63,7 +63,7 @@ def test_pipelined_durable_submits_are_answered_in_order_after_few_commits(tmp_p
         finally:
             await server.close()
 
-    packets = asyncio.run(main())
+    packets = asyncio.run(asyncio.wait_for(main(), 60))
     kinds = [packet.type for packet in packets]
     assert kinds == [T.JOB_CREATED] * 500 + [T.ECHO_RES] + [T.JOB_CREATED] * 500
     handles = [packet.args[0] for packet in packets if packet.type is T.JOB_CREATED]
@@ -104,7 +104,7 @@ def test_a_failed_commit_answers_error_in_place_and_queues_nothing(
         finally:
             await server.close()
 
-    first, second, queued = asyncio.run(main())
+    first, second, queued = asyncio.run(asyncio.wait_for(main(), 60))
     assert [(p.type, p.args[0]) for p in first] == [
         (T.ERROR, b"QUEUE_ERROR"),
         (T.ECHO_RES, b"after"),

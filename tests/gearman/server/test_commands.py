@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
@@ -16,49 +16,51 @@ from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.protocol import Packet, PacketBuffer, PacketType
 from django_gearman.gearman.server.cli import parse_addrport
 from tests.helpers import wait_for, worker_thread
-from tests.peers import ROOT, admin_command, free_port
+from tests.peers import ROOT, BackgroundProcess, admin_command, free_port
 
 pytestmark = pytest.mark.interop
 
 T = PacketType
 
 
-def start(*args: str, django: bool = False) -> subprocess.Popen:
+def start(*args: str, django: bool = False) -> BackgroundProcess:
     if django:
         cmd = [sys.executable, "-m", "django", "gearmand", *args]
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
     else:
         cmd = [sys.executable, "-m", "django_gearman.server", *args]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return BackgroundProcess(cmd, cwd=ROOT, env=env)
 
 
-def read_banner(process: subprocess.Popen) -> str:
+def read_banner(process: BackgroundProcess) -> str:
     """Lines up to the one that says how to quit (runserver-style banners span lines)."""
-    lines = []
-    while not lines or "CONTROL-C" not in lines[-1]:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-    return "".join(lines)
+    process.wait_for_line(lambda line: "CONTROL-C" in line, timeout=30, what="its banner")
+    return process.stdout
 
 
-def stop(process: subprocess.Popen) -> tuple[str, str]:
-    if process.poll() is None:
-        process.terminate()
+def stop(process: BackgroundProcess) -> None:
+    process.stop(timeout=10)
+
+
+def run_to_exit(*args: str, django: bool = False, timeout: float = 20) -> BackgroundProcess:
+    """Start the server with ``args`` and wait until it exits by itself (stopped in any case)."""
+    process = start(*args, django=django)
     try:
-        out, err = process.communicate(timeout=10)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-    return out, err
+        raise AssertionError(f"still running after {timeout} s: {process.stdout}") from None
+    finally:
+        process.stop()
+    return process
 
 
-@pytest.mark.parametrize("django", [False, True], ids=["python-m", "manage.py"])
-def test_banner_then_serves_then_stops_on_sigterm(django: bool, tmp_path) -> None:
+FRONT_ENDS = ["python-m", "manage.py"]  # python -m django_gearman.server, or manage.py gearmand
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_banner_then_serves_then_stops_on_sigterm(front_end: str, tmp_path) -> None:
+    django = front_end == "manage.py"
     port = free_port()
     process = start(f"127.0.0.1:{port}", "--queue", str(tmp_path / "q.sqlite3"), django=django)
     try:
@@ -79,16 +81,17 @@ def test_banner_then_serves_then_stops_on_sigterm(django: bool, tmp_path) -> Non
         stop(process)
 
 
-@pytest.mark.parametrize("django", [False, True], ids=["python-m", "manage.py"])
-def test_port_in_use_is_a_readable_error(django: bool) -> None:
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_port_in_use_is_a_readable_error(front_end: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = start(f"127.0.0.1:{port}", "--queue", "memory", django=django)
-        out, err = process.communicate(timeout=20)  # it must exit by itself
+        process = run_to_exit(
+            f"127.0.0.1:{port}", "--queue", "memory", django=front_end == "manage.py"
+        )
     assert process.returncode != 0
-    assert "That port is already in use." in err
+    assert "That port is already in use." in process.stderr
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -133,9 +136,8 @@ def test_loop_uvloop_without_uvloop_says_how_to_install_it() -> None:
 
 
 def test_bad_options_fail_at_start() -> None:
-    out, err = start("not a port").communicate(timeout=20)
-    assert "is not a valid port number" in err
-    out, err = start("127.0.0.1:0", "--queue", "/nonexistent-dir/q.sqlite3").communicate(timeout=20)
+    assert "is not a valid port number" in run_to_exit("not a port").stderr
+    err = run_to_exit("127.0.0.1:0", "--queue", "/nonexistent-dir/q.sqlite3").stderr
     assert "cannot open the job store" in err and "does not exist" in err
     with pytest.raises(ValueError):
         parse_addrport("70000")
@@ -151,20 +153,27 @@ def test_sigusr1_waits_for_the_running_job() -> None:
     try:
         read_banner(process)
         finished: list[bytes] = []
+        release = threading.Event()
 
         def slow(job):
-            time.sleep(1.0)
+            release.wait(30)  # held until the test has seen the server wait for it
             finished.append(job.data)
             return b"done"
 
-        with worker_thread(address, {"slow": slow}, reconnect_delay=5):
-            with GearmanClient([address], timeout=10) as client:
+        with (
+            worker_thread(address, {"slow": slow}, reconnect_delay=5),
+            GearmanClient([address], timeout=10) as client,
+        ):
+            try:
                 handle = client.submit_background("slow", b"x")
                 wait_for(lambda: client.get_status(handle).running, what="job running")
                 process.send_signal(signal.SIGUSR1)
                 wait_for(lambda: _refused(port), timeout=5, what="listening socket closed")
-                assert process.poll() is None  # still serving the running job's worker
-                assert process.wait(10) == 0
+                assert process.returncode is None  # still serving the running job's worker
+                assert finished == []
+            finally:
+                release.set()  # also when the test failed early: the worker thread can stop
+            assert process.wait(10) == 0
         assert finished == [b"x"]  # it exited only after the job finished
     finally:
         stop(process)
@@ -179,12 +188,19 @@ def _refused(port: int) -> bool:
 
 
 def raw_reply(address: str, *packets: bytes, expect: int | None = None) -> list:
+    """Send ``packets`` and read ``expect`` replies (one per packet by default).
+
+    ``TimeoutError`` if the server stays silent for 5 s; ``EOFError`` if it closes first.
+    """
     host, port = address.split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"".join(packets))
         buffer, frames = PacketBuffer(), []
         while len(frames) < (len(packets) if expect is None else expect):
-            frames += buffer.feed(sock.recv(65536))
+            data = sock.recv(65536)
+            if not data:
+                raise EOFError(f"closed after {[(f.type, f.args) for f in frames]}")
+            frames += buffer.feed(data)
     return [(f.type, f.args) for f in frames]
 
 
@@ -211,9 +227,10 @@ def test_reduce_job_and_grab_job_all(gearman_server) -> None:
         T.SUBMIT_REDUCE_JOB_BACKGROUND, b"mapper", b"u-reduce", b"reducer-fn", b"payload"
     ).encode()
     if gearman_server.kind == "gearmand":
-        # Seen with Debian's gearmand 1.1.20: no reply at all to SUBMIT_REDUCE_JOB_BACKGROUND.
-        with pytest.raises(TimeoutError):
-            raw_reply(gearman_server.address, submit)
+        # Seen with Debian's gearmand 1.1.20: no reply at all to SUBMIT_REDUCE_JOB_BACKGROUND,
+        # and the packet after it closes the connection: the echo is never answered.
+        with pytest.raises(EOFError, match=r"closed after \[\]$"):
+            raw_reply(gearman_server.address, submit, Packet.request(T.ECHO_REQ, b"?").encode())
         return
     (created,) = raw_reply(gearman_server.address, submit)
     assert created[0] is T.JOB_CREATED

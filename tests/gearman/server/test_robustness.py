@@ -8,7 +8,6 @@ from __future__ import annotations
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import threading
@@ -20,9 +19,10 @@ from hypothesis import strategies as st
 
 from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.admin_client import GearmanAdminClient
+from django_gearman.gearman.errors import JobTimeout
 from django_gearman.gearman.protocol import ARG_SPEC, REQ, RES, Packet, PacketType
 from tests.helpers import wait_for, worker_thread
-from tests.peers import ROOT, EmbeddedServer
+from tests.peers import ROOT, BackgroundProcess, EmbeddedServer
 
 pytestmark = pytest.mark.interop
 
@@ -69,11 +69,13 @@ def test_fuzz_never_disturbs_other_connections(shared_server, payloads: list[byt
                 bad.sendall(payload)
             except OSError:
                 break  # the server closed this connection: allowed
+        # Drain what it answered: up to its close, a pause, or a bound on the whole drain.
         bad.settimeout(0.05)
+        drain_until = time.monotonic() + 5
         try:
-            while bad.recv(65536):
+            while bad.recv(65536) and time.monotonic() < drain_until:
                 pass
-        except (TimeoutError, OSError):
+        except OSError:  # TimeoutError included: it has nothing more to say
             pass
     assert shared_server.running
     with GearmanClient([shared_server.address], timeout=5) as client:
@@ -107,7 +109,8 @@ def test_healthy_client_keeps_getting_results_during_fuzzing(shared_server) -> N
                     assert reply  # an ERROR packet or an ERR line, never silence
         finally:
             stop.set()
-            thread.join(10)
+            thread.join(15)  # its submit in flight times out after 10 s at most
+    assert not thread.is_alive(), "the healthy client did not stop"
     assert len(results) > 0 and set(results) == {b"cba"}
 
 
@@ -115,6 +118,7 @@ def test_error_packet_then_close_for_bad_magic(shared_server) -> None:
     with socket.create_connection(("127.0.0.1", shared_server.port), timeout=5) as bad:
         bad.sendall(b"\0XYZ" + bytes(8))
         reply = b""
+        # Up to the server's close (b""); a server that stays open fails with TimeoutError.
         while chunk := bad.recv(4096):
             reply += chunk
     assert reply.startswith(b"\0RES\0\0\0\x13") and b"INVALID_MAGIC" in reply
@@ -162,19 +166,15 @@ def test_worker_killed_mid_job_loses_nothing(gearman_server) -> None:
     done: set[bytes] = set()
     with GearmanClient([gearman_server.address], timeout=30) as client:
         client.submit_background_many([("victim", str(n)) for n in range(20)])
-        doomed = subprocess.Popen(
-            [sys.executable, "-c", WORKER.format(root=str(ROOT), address=gearman_server.address)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        doomed = BackgroundProcess(
+            [sys.executable, "-c", WORKER.format(root=str(ROOT), address=gearman_server.address)]
+        )
         try:
-            line = doomed.stdout.readline()
-            assert line.startswith("running")
+            doomed.wait_for_line(lambda line: line.startswith("running"), 30, what="a job")
             doomed.send_signal(signal.SIGKILL)
-            doomed.wait(10)
+            assert doomed.wait(10) == -signal.SIGKILL
         finally:
-            doomed.kill()
-            doomed.wait()
-            doomed.stdout.close()
+            doomed.stop()
         with worker_thread(gearman_server.address, {"victim": lambda job: done.add(job.data)}):
             wait_for(lambda: len(done) == 20, what=f"20 jobs (have {len(done)})")
     assert done == {str(n).encode() for n in range(20)}
@@ -183,14 +183,25 @@ def test_worker_killed_mid_job_loses_nothing(gearman_server) -> None:
 def test_client_gone_before_job_ran_is_dropped(gearman_server) -> None:
     ran: list[bytes] = []
     client = GearmanClient([gearman_server.address], timeout=0.3)
-    with pytest.raises(Exception, match="did not finish"):
+    with pytest.raises(JobTimeout, match="did not finish") as timed_out:
         client.submit("orphan", b"x")
     client.close()  # the foreground submitter is gone
-    with GearmanClient([gearman_server.address], timeout=10) as other:
-        other.submit_background("orphan", b"kept")
-    with worker_thread(gearman_server.address, {"orphan": lambda job: ran.append(job.data)}):
-        wait_for(lambda: ran, what="the background job")
-        time.sleep(0.3)
+    orphan = timed_out.value.handle
+    with GearmanAdminClient(gearman_server.address) as admin:
+
+        def marked_ignored() -> bool:
+            return any(j.handle == orphan and j.ignore_job for j in admin.show_jobs())
+
+        wait_for(marked_ignored, what=f"{orphan} marked ignored")
+        with GearmanClient([gearman_server.address], timeout=10) as other:
+            other.submit_background("orphan", b"kept")
+        with worker_thread(gearman_server.address, {"orphan": lambda job: ran.append(job.data)}):
+            # The orphan was queued first: handed out, it would have run before this one.
+            wait_for(lambda: ran, what="the background job")
+            wait_for(
+                lambda: not [r for r in admin.status() if r.function == "orphan" and r.total],
+                what="nothing left queued for orphan",
+            )
     assert ran == [b"kept"]  # the orphaned foreground job was dropped, as gearmand does
 
 
@@ -208,11 +219,21 @@ def test_server_killed_with_queued_jobs_replays_them(tmp_path) -> None:
         server.kill()
         server.restart()
         seen: list[int] = []
-        with worker_thread(server.address, {"durable": lambda job: seen.append(int(job.data))}):
+        with (
+            worker_thread(server.address, {"durable": lambda job: seen.append(int(job.data))}),
+            GearmanAdminClient(server.address) as admin,
+        ):
             wait_for(
-                lambda: len(seen) >= total, timeout=120, what=f"{total} jobs (have {len(seen)})"
+                lambda: len(seen) >= total, timeout=60, what=f"{total} jobs (have {len(seen)})"
             )
-            time.sleep(1.0)  # deletions are group-committed shortly after completion
+            wait_for(
+                lambda: not [r for r in admin.status() if r.function == "durable" and r.total],
+                what="the server to take every completion",
+            )
+            # A completion's deletion is committed by a callback the server's loop runs before
+            # the I/O of its next turn: once the server answered a request after the last
+            # completion, the next request is read after that commit.
+            admin.version()
         assert sorted(seen) == list(range(total))  # every job once: none was in flight
         server.kill()
         server.restart()  # completed jobs were deleted from the store

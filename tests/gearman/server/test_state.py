@@ -142,7 +142,7 @@ def test_worker_disconnect_requeues_and_retry_cap_fails() -> None:
     h = Harness(job_retries=2)
     client = h.peer()
     job = h.submit(client)
-    for attempt in range(2):
+    for _ in range(2):  # two workers take the job and vanish: the retry cap is 2
         worker = h.peer()
         h.state.can_do(worker, b"fn")
         h.state.grab(worker, T.GRAB_JOB_UNIQ)

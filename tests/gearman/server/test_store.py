@@ -6,12 +6,11 @@ No Django and no server here: the stores are driven directly, with ``asyncio.run
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
-import select
 import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -31,13 +30,20 @@ from django_gearman.gearman.server.store import (
     open_store,
 )
 from django_gearman.gearman.server.store.sqlite import SCHEMA_VERSION
+from tests.peers import BackgroundProcess
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def run(function: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(function())  # type: ignore[arg-type]
+def run(function: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
+    """``function()`` on a new event loop; a store future that never resolves fails the test
+    after ``timeout`` seconds instead of hanging it."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(function(), timeout)
+
+    return asyncio.run(bounded())
 
 
 def add(store: JobStore, n: int, **fields: Any) -> StoreFuture:
@@ -261,7 +267,7 @@ def test_a_store_can_serve_one_event_loop_after_another(db: str) -> None:
             return await add(store, n)
 
         for n in range(3):
-            assert asyncio.run(one(n)) == n + 1
+            assert run(functools.partial(one, n)) == n + 1
         store.remove(2)  # outside any loop: the writer is woken at once
         run(store.flush)
         assert [job.id for job in store.load()] == [1, 3]
@@ -361,7 +367,7 @@ def test_a_layout_1_file_is_moved_to_the_current_layout_keeping_every_job(db: st
 
     with SqliteStore(db) as store:
         assert store.load() == jobs  # enqueued 0: layout 1 did not keep it
-        assert asyncio.run(add_one(store)) == 8  # ids go on after the highest kept one
+        assert run(lambda: add_one(store)) == 8  # ids go on after the highest kept one
     with SqliteStore(db) as store:
         assert [(j.id, j.enqueued) for j in store.load()] == [(3, 0), (7, 0), (8, 1_795_000_009)]
     connection = sqlite3.connect(db)
@@ -393,7 +399,7 @@ def test_a_layout_2_file_gets_enqueue_times_keeping_every_job(db: str) -> None:
         async def add_one() -> int:
             return await add(store, 1, enqueued=1_795_000_001)
 
-        assert asyncio.run(add_one()) == 10
+        assert run(add_one) == 10
     with SqliteStore(db) as store:
         jobs = store.load()
     assert [(j.id, j.enqueued) for j in jobs] == [(4, 0), (9, 0), (10, 1_795_000_001)]
@@ -423,7 +429,7 @@ def test_a_layout_3_file_with_the_computed_default_still_works(db: str) -> None:
         return await add(store, 5, enqueued=0)
 
     with SqliteStore(db) as store:
-        assert asyncio.run(add_one(store)) == 3
+        assert run(lambda: add_one(store)) == 3
     with SqliteStore(db) as store:
         assert [(j.id, j.enqueued) for j in store.load()] == [(2, 1_795_000_000), (3, 0)]
 
@@ -458,20 +464,10 @@ asyncio.run(main())
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 def test_jobs_acknowledged_before_a_kill_9_are_all_loaded(db: str) -> None:
     code = textwrap.dedent(CHILD.format(root=str(ROOT)))
-    with subprocess.Popen(
-        [sys.executable, "-c", code, db], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as child:
-        try:
-            assert child.stdout is not None
-            ready, _, _ = select.select([child.stdout], [], [], 60)
-            line = child.stdout.readline() if ready else b""
-            stderr = child.stderr
-            exited = child.poll() is not None
-            assert line == b"ok\n", stderr.read() if exited and stderr else "the child is silent"
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
+    with BackgroundProcess([sys.executable, "-c", code, db]) as child:
+        child.wait_for("ok", timeout=60)  # stderr in the error if it never comes
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
     assert os.path.exists(
         db + "-wal"
     )  # never checkpointed or closed: the rows are recovered from the WAL
