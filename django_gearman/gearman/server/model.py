@@ -143,8 +143,7 @@ class ServerJob:
         unique: bytes,
         data: bytes,
         priority: int,
-        *,
-        background: bool,
+        background: bool,  # noqa: FBT001 - the submit path: positional is cheaper
         when: int = 0,
         reducer: bytes = b"",
     ) -> None:

@@ -128,8 +128,7 @@ class ServerState:
         unique: bytes,
         data: bytes,
         priority: int,
-        *,
-        background: bool,
+        background: bool,  # noqa: FBT001 - the submit path: positional is cheaper
         when: int = 0,
         reducer: bytes = b"",
     ) -> tuple[ServerJob | None, bool, bytes | None]:
@@ -157,16 +156,7 @@ class ServerState:
         if limit and function.total >= limit:
             return None, False, ERR_QUEUE_FULL
         handle = self._handle_prefix + str(next(self._counter)).encode()
-        job = ServerJob(
-            handle,
-            function,
-            unique,
-            data,
-            priority,
-            background=background,
-            when=when,
-            reducer=reducer,
-        )
+        job = ServerJob(handle, function, unique, data, priority, background, when, reducer)
         job.enqueued = self.stamp
         if key is not None:
             job.key = key
