@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-_RESULTS = re.compile(r"^results(?: written to)?: (\S+\.json)\s*$", re.M)
+_RESULTS = re.compile(r"^results(?: written to|:) (\S+\.json)\s*$", re.M)
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
@@ -61,7 +61,7 @@ def _flatten(value: object, prefix: str = "") -> list[tuple[str, float]]:
     if isinstance(value, list):
         rows = []
         for index, sub in enumerate(value):
-            name = sub.get("row") or sub.get("name") if isinstance(sub, dict) else None
+            name = (sub.get("metric") or sub.get("name")) if isinstance(sub, dict) else None
             rows += _flatten(sub, f"{prefix}/{name or index}")
         return rows
     return []

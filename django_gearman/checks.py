@@ -24,7 +24,7 @@ def check_gearman_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
 @register(Tags.compatibility, "django_gearman")
 def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E010: two functions registered under one task name; E011: a task on an unknown alias."""
-    from .tasks.registry import registry  # noqa: PLC0415
+    from .tasks import registry  # noqa: PLC0415
 
     errors: list[CheckMessage] = []
     for name, origins in sorted(registry.duplicates.items()):

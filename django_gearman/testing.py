@@ -204,7 +204,7 @@ class _LocalJob(Job):
 
 def _task_for(function: str) -> Any:
     """The ``@gearman_task`` of this process whose Gearman function is ``function``, or None."""
-    from .tasks.registry import registry  # noqa: PLC0415
+    from .tasks import registry  # noqa: PLC0415
 
     for task in registry.values():
         if task.function_name == function:

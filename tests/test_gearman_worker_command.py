@@ -24,7 +24,7 @@ from django.test import override_settings
 from django_gearman import remote_task, run_many
 from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.management.commands.gearman_worker import select_functions
-from django_gearman.tasks.registry import registry
+from django_gearman.tasks import registry
 from tests.helpers import wait_for
 from tests.taskapp import tasks
 

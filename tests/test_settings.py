@@ -9,7 +9,7 @@ from django.test import override_settings
 from django_gearman import conf, gearman_task
 from django_gearman.clients import clients
 from django_gearman.gearman.transport import ServerAddress
-from django_gearman.tasks.registry import registry
+from django_gearman.tasks import registry
 
 
 def check_ids() -> list[str]:

@@ -16,7 +16,7 @@ from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.envelope import EnvelopeError, encode_call
 from django_gearman.models import TaskResultRecord
-from django_gearman.tasks.registry import registry
+from django_gearman.tasks import registry
 from django_gearman.tasks.runner import job_callback
 from tests.helpers import wait_for, worker_thread
 from tests.taskapp import tasks

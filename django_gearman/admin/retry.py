@@ -24,7 +24,7 @@ from ..clients import clients
 from ..gearman.envelope import encode_call
 from ..gearman.errors import GearmanError
 from ..models import TaskResultRecord
-from ..tasks.registry import registry
+from ..tasks import registry
 from ..tasks.results import GEARMAN_TASK_BACKEND
 
 __all__ = ["RetryError", "retry_result"]

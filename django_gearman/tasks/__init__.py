@@ -3,7 +3,7 @@ the results it writes.
 
 - ``decorator``: :func:`gearman_task`, :class:`GearmanTask` (``.background()``, ``.submit()``,
   ``.background_on_commit()``, ``.using()``), :func:`remote_task`, :func:`run_many`;
-- ``registry``: task name -> task, filled as apps' ``tasks.py`` are imported;
+- ``registration``: the registry's shape (``registry``, task name -> task, is in ``decorator``);
 - ``batching``: ``with batch():``, pipelined ``.background()`` calls;
 - ``runner``: runs a task's jobs on a worker (retries, logging, database connections);
 - ``results``: the failure and retry rows a worker writes.
@@ -12,8 +12,15 @@ the results it writes.
 from __future__ import annotations
 
 from .batching import BatchError, batch
-from .decorator import GearmanTask, TaskError, TaskOptions, gearman_task, remote_task, run_many
-from .registry import registry
+from .decorator import (
+    GearmanTask,
+    TaskError,
+    TaskOptions,
+    gearman_task,
+    registry,
+    remote_task,
+    run_many,
+)
 
 __all__ = [
     "BatchError",

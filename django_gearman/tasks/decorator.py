@@ -40,9 +40,17 @@ from ..gearman.errors import JobError, LocalProtocolError, UsageError
 from ..gearman.jobs import JobHandle, Task, TaskState, WorkStatus
 from ..gearman.protocol import Priority
 from .batching import current_batch
-from .registry import registry
+from .registration import TaskRegistry
 
-__all__ = ["GearmanTask", "TaskError", "TaskOptions", "gearman_task", "remote_task", "run_many"]
+__all__ = [
+    "GearmanTask",
+    "TaskError",
+    "TaskOptions",
+    "gearman_task",
+    "registry",
+    "remote_task",
+    "run_many",
+]
 
 logger = logging.getLogger("django_gearman.tasks")
 
@@ -271,6 +279,10 @@ def run_many(
             except (TaskError, Exception) as error:  # noqa: BLE001 - every failure is a result here
                 results[index] = error
     return results
+
+
+#: Every task of this process, by name (``remote_task`` ones too).
+registry: TaskRegistry[GearmanTask[..., Any]] = TaskRegistry()
 
 
 @overload

@@ -31,10 +31,9 @@ from .state import ServerState
 from .text import admin_reply
 
 if TYPE_CHECKING:
-    from .app import GearmanServer
     from .store import JobStore
 
-__all__ = ["ServerConnection", "ServerHost", "ServerProtocol"]
+__all__ = ["ListeningHost", "ServerConnection", "ServerHost", "ServerProtocol"]
 
 logger = logging.getLogger("django_gearman.server")
 
@@ -55,6 +54,12 @@ class ServerHost(Protocol):
     held: list[Any]  # connections whose output waits for a commit
 
     def schedule_flush(self) -> None: ...
+
+
+class ListeningHost(ServerHost, Protocol):
+    """A host that listens on a socket, and so keeps its live connections (the GearmanServer)."""
+
+    connections: set[Any]
 
 
 class ServerConnection:
@@ -246,7 +251,7 @@ class ServerConnection:
 class ServerProtocol(ServerConnection, asyncio.Protocol):
     """A :class:`ServerConnection` on an asyncio transport (the server's connections)."""
 
-    def __init__(self, server: GearmanServer) -> None:
+    def __init__(self, server: ListeningHost) -> None:
         super().__init__(server)
         self.connections = server.connections  # the server's, to join and leave
         self.transport: asyncio.Transport | None = None

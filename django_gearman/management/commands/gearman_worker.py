@@ -28,7 +28,7 @@ from django.utils import autoreload
 from django_gearman import conf
 from django_gearman.gearman.pool import Offered, ProcessPool, ThreadPool, WorkerSpec
 from django_gearman.gearman.work import Job
-from django_gearman.tasks.registry import registry
+from django_gearman.tasks import registry
 from django_gearman.tasks.runner import job_callback
 
 logger = logging.getLogger("django_gearman.worker")
