@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..errors import PacketTooLarge, RemoteProtocolError
-from .constants import DEFAULT_MAX_PACKET_SIZE, HEADER
-from .packets import Packet, check_header, decode_body
+from .constants import DEFAULT_MAX_PACKET_SIZE, HEADER, REQ
+from .packets import PACKET_TYPES, Packet, check_header, decode_body
 
 __all__ = ["DEFAULT_MAX_LINE_SIZE", "Frame", "PacketBuffer", "TextLine"]
 
@@ -35,22 +35,33 @@ Frame = Packet | TextLine
 class PacketBuffer:
     """Accumulates received bytes and yields complete frames.
 
+    What a role may receive is checked here, where each frame's kind and magic are read anyway:
+    ``magic`` (``RES`` for a client or worker) refuses binary packets with the other magic,
+    ``text=False`` refuses text lines, ``binary=False`` (an admin client) refuses packets. A
+    server takes everything (it answers a response-magic packet with an ERROR itself).
+
     After a :class:`RemoteProtocolError` the buffer is broken: every later call raises the same
     error, because the byte stream can no longer be framed.
     """
 
-    __slots__ = ("_data", "_error", "max_line_size", "max_packet_size")
+    __slots__ = ("_data", "_error", "binary", "magic", "max_line_size", "max_packet_size", "text")
 
     def __init__(
         self,
         *,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        magic: bytes | None = None,
+        text: bool = True,
+        binary: bool = True,
     ) -> None:
         self._data = bytearray()
         self._error: RemoteProtocolError | None = None
         self.max_packet_size = max_packet_size
         self.max_line_size = max_line_size
+        self.magic = magic
+        self.text = text
+        self.binary = binary
 
     def __len__(self) -> int:
         """Bytes received but not yet returned as frames."""
@@ -70,6 +81,8 @@ class PacketBuffer:
         append = frames.append
         pos = 0
         end = len(view)
+        expected = self.magic
+        refuse_binary = not self.binary
         try:
             while pos < end:
                 if view[pos] == 0:
@@ -84,6 +97,8 @@ class PacketBuffer:
                         # the (possibly huge, possibly never-arriving) body.
                         check_header(magic, type_value)
                         break
+                    if (expected is not None and magic != expected) or refuse_binary:
+                        self._refuse(magic, type_value)
                     append(decode_body(magic, type_value, bytes(view[pos + _HEADER_SIZE : stop])))
                     pos = stop
                 else:
@@ -98,6 +113,10 @@ class PacketBuffer:
                     line = bytes(view[pos:newline])
                     if line.endswith(b"\r"):
                         line = line[:-1]
+                    if not self.text:
+                        raise RemoteProtocolError(
+                            f"text lines are not expected here, got {line[:40]!r}"
+                        )
                     append(TextLine(line))
                     pos = newline + 1
         except RemoteProtocolError as error:
@@ -109,3 +128,14 @@ class PacketBuffer:
         elif pos < end:
             self._data = bytearray(view[pos:])
         return frames
+
+    def _refuse(self, magic: bytes, type_value: int) -> None:
+        """Raise: a packet this end never receives (the wrong magic, or binary at all)."""
+        check_header(magic, type_value)  # an invalid one says so first
+        name = PACKET_TYPES[type_value].name  # type: ignore[union-attr]  # checked above
+        if not self.binary:
+            raise RemoteProtocolError(f"a binary {name} packet where text lines are expected")
+        which = "request" if magic == REQ else "response"
+        raise RemoteProtocolError(
+            f"{name} with {which} magic is not expected here", "INVALID_MAGIC"
+        )

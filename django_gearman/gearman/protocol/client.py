@@ -19,8 +19,8 @@ from typing import Any
 
 from ..errors import LocalProtocolError
 from .buffer import TextLine
-from .connection import Conversation
-from .constants import HEADER, MAX_UNIQUE_SIZE, REQ, PacketType, Priority
+from .connection import ConnectionState, Conversation
+from .constants import MAX_UNIQUE_SIZE, REQ, PacketType, Priority
 from .events import (
     EchoReply,
     ErrorReceived,
@@ -53,20 +53,25 @@ _BACKGROUND = {
     Priority.LOW: T.SUBMIT_JOB_LOW_BG,
 }
 #: Submit packet type -> is it a background job? (SUBMIT_JOB_EPOCH jobs are background.)
-_SUBMITS = {
-    **dict.fromkeys(_FOREGROUND.values(), False),
-    **dict.fromkeys(_BACKGROUND.values(), True),
-    T.SUBMIT_JOB_EPOCH: True,
-}
-_TYPE_BYTES = slice(4, 8)
-
 # What a request waits for: a submit (JOB_CREATED), or one of the other replies.
 _SUBMIT, _BG_SUBMIT, _STATUS, _STATUS_UNIQUE, _ECHO, _OPTION = range(6)
+
+#: The first 8 bytes of a submit packet (magic and type) -> what it waits for: one dict
+#: lookup tells a submit from anything else, and a foreground one from a background one.
+_SUBMITS = {
+    **{REQ + kind.to_bytes(4, "big"): _SUBMIT for kind in _FOREGROUND.values()},
+    **{REQ + kind.to_bytes(4, "big"): _BG_SUBMIT for kind in _BACKGROUND.values()},
+    REQ + T.SUBMIT_JOB_EPOCH.to_bytes(4, "big"): _BG_SUBMIT,
+}
 _OUTCOMES = {
     T.WORK_COMPLETE: Outcome.COMPLETE,
     T.WORK_FAIL: Outcome.FAIL,
     T.WORK_EXCEPTION: Outcome.EXCEPTION,
 }
+#: ``_new(Event, (fields...))`` builds an event without the NamedTuple's Python-level
+#: ``__new__``: the client makes one per job (as ``packets`` does per packet).
+_new = tuple.__new__
+
 _REPLY_TO = {
     T.STATUS_RES: _STATUS,
     T.STATUS_RES_UNIQUE: _STATUS_UNIQUE,
@@ -133,11 +138,13 @@ class ClientConnection(Conversation):
 
     def submit(self, packet: bytes, token: Any) -> None:
         """Queue a submit made by :func:`encode_submit`; JOB_CREATED or ERROR answers it."""
-        background = _SUBMITS.get(HEADER.unpack_from(packet)[1]) if packet[:4] == REQ else None
-        if background is None:
+        waits_for = _SUBMITS.get(packet[:8])
+        if waits_for is None:
             raise LocalProtocolError(f"not a submit packet: {packet[:12]!r}")
-        self._queue(packet)
-        self._pending.append((_BG_SUBMIT if background else _SUBMIT, token))
+        if self.state is not ConnectionState.OPEN:
+            self._check_open()  # raises
+        self._out.append(packet)
+        self._pending.append((waits_for, token))
 
     def get_status(self, handle: bytes, token: Any) -> None:
         """Ask for a job's status by handle (GET_STATUS)."""
@@ -187,14 +194,14 @@ class ClientConnection(Conversation):
         append = events.append
         pending = self._pending
         running = self._running
-        for _, kind, args in self._responses(data):
+        for _, kind, args in self._frames(data):  # type: ignore[misc]  # binary responses only
             if kind is T.JOB_CREATED:
                 if not pending or pending[0][0] > _BG_SUBMIT:
                     raise self._broken("JOB_CREATED answers no submit")
                 waits_for, token = pending.popleft()
                 if waits_for == _SUBMIT:
                     running.setdefault(args[0], []).append(token)
-                append(JobCreated(token, args[0]))
+                append(_new(JobCreated, (token, args[0])))
             elif kind in _OUTCOMES:
                 ended = self._ended(kind, args)
                 if ended is not None:  # else: a job we stopped waiting for
@@ -267,6 +274,9 @@ class AdminConnection(Conversation):
     __slots__ = ("_replies",)
 
     role = "admin client"
+    receives_magic = None
+    receives_text = True
+    receives_binary = False
 
     def __init__(self, **limits: int) -> None:
         super().__init__(**limits)
@@ -287,8 +297,7 @@ class AdminConnection(Conversation):
         """Feed received bytes; return every reply they complete."""
         done: list[AdminReply] = []
         for frame in self._frames(data):
-            if not isinstance(frame, TextLine):
-                raise self._broken(f"a binary {frame[1].name} packet in an admin reply")
+            assert isinstance(frame, TextLine)  # the buffer refuses packets here
             if not self._replies:
                 raise self._broken(f"an admin line answers no command: {frame.line[:40]!r}")
             if self._replies[0].add(frame.line):

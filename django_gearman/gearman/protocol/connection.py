@@ -13,9 +13,8 @@ from __future__ import annotations
 from enum import Enum
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-from .buffer import DEFAULT_MAX_LINE_SIZE, Frame, PacketBuffer, TextLine
-from .constants import DEFAULT_MAX_PACKET_SIZE, REQ
-from .packets import Packet
+from .buffer import DEFAULT_MAX_LINE_SIZE, Frame, PacketBuffer
+from .constants import DEFAULT_MAX_PACKET_SIZE, RES
 
 __all__ = ["ConnectionState", "Conversation"]
 
@@ -34,6 +33,10 @@ class Conversation:
 
     #: The role's name, for messages ("a worker does not expect ...").
     role = "peer"
+    #: What the role receives (checked by :class:`PacketBuffer`): binary responses, by default.
+    receives_magic: bytes | None = RES
+    receives_text = False
+    receives_binary = True
 
     def __init__(
         self,
@@ -42,7 +45,13 @@ class Conversation:
         max_line_size: int = DEFAULT_MAX_LINE_SIZE,
     ) -> None:
         self.state = ConnectionState.OPEN
-        self._buffer = PacketBuffer(max_packet_size=max_packet_size, max_line_size=max_line_size)
+        self._buffer = PacketBuffer(
+            max_packet_size=max_packet_size,
+            max_line_size=max_line_size,
+            magic=self.receives_magic,
+            text=self.receives_text,
+            binary=self.receives_binary,
+        )
         self._out: list[bytes] = []
 
     def data_to_send(self) -> bytes:
@@ -72,22 +81,6 @@ class Conversation:
         except RemoteProtocolError:
             self.state = ConnectionState.ERROR
             raise
-
-    def _responses(self, data: bytes) -> list[Packet]:
-        """The packets ``data`` completes, for a role that only ever gets binary responses: a
-        text line or a request-magic packet puts the conversation in ERROR."""
-        frames = self._frames(data)
-        for frame in frames:
-            if isinstance(frame, TextLine):
-                raise self._broken(
-                    f"a {self.role} does not expect text lines, got {frame.line[:40]!r}"
-                )
-            if frame[0] == REQ:
-                raise self._broken(
-                    f"a {self.role} does not expect {frame[1].name} with request magic",
-                    "INVALID_MAGIC",
-                )
-        return frames  # type: ignore[return-value]  # every frame is a Packet now
 
     def _broken(self, message: str, code: str = "INVALID_COMMAND") -> RemoteProtocolError:
         """Enter ERROR and return the error to raise: the peer said something out of turn."""

@@ -158,7 +158,7 @@ class WorkerConnection(Conversation):
     def receive_data(self, data: bytes) -> list[Any]:
         """Feed received bytes; return the events they complete, in order."""
         events: list[Any] = []
-        for _, kind, args in self._responses(data):
+        for _, kind, args in self._frames(data):  # type: ignore[misc]  # binary responses only
             if kind is T.JOB_ASSIGN_UNIQ or kind is T.JOB_ASSIGN or kind is T.JOB_ASSIGN_ALL:
                 if self.grabs <= 0:
                     raise self._broken(f"{kind.name} answers no grab")
