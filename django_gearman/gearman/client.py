@@ -269,10 +269,14 @@ class GearmanClient(BaseClient):
                 except (OSError, RemoteProtocolError) as error:
                     self._lost(server, error, deadline)
                     continue
-                yield from self._apply(server, events)
+                progress = self._apply(server, events)
+                if progress:
+                    yield from progress
 
-    def _apply(self, server: Server, events: list[Any]) -> Iterator[tuple[Task, WorkEvent]]:
-        """Bring the conversation's events home to the tasks and requests they answer."""
+    def _apply(self, server: Server, events: list[Any]) -> list[tuple[Task, WorkEvent]]:
+        """Bring the conversation's events home to the tasks and requests they answer; return
+        the progress events, by task (a plain list, not a generator: most reads bring none)."""
+        progress: list[tuple[Task, WorkEvent]] = []
         for event in events:
             kind = type(event)
             if kind is JobCreated:
@@ -300,7 +304,7 @@ class GearmanClient(BaseClient):
                         )
                     if task.on_event is not None:
                         task.on_event(update)
-                    yield task, update
+                    progress.append((task, update))
             elif kind is RequestRefused:
                 self._refused(server, event)
             elif kind is ErrorReceived:
@@ -310,6 +314,7 @@ class GearmanClient(BaseClient):
             else:  # StatusReply, EchoReply, OptionAccepted
                 op = event.token
                 op.reply, op.done = event, True
+        return progress
 
     def _refused(self, server: Server, event: RequestRefused) -> None:
         error = ServerError(event.code, event.text)
@@ -337,8 +342,7 @@ class GearmanClient(BaseClient):
                     wait = remaining(deadline)
                     if not wait:
                         break
-                    for _ in self._apply(server, server.transport.read(wait)):
-                        pass
+                    self._apply(server, server.transport.read(wait))
             except TimeoutError:
                 pass
             except (OSError, RemoteProtocolError) as error:

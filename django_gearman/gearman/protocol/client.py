@@ -234,7 +234,10 @@ class ClientConnection(Conversation):
         tokens = self._running.pop(handle, None)
         if tokens is None:
             return None
-        return JobEnded(tuple(tokens), handle, _OUTCOMES[kind], args[1] if len(args) > 1 else b"")
+        ended: JobEnded = _new(
+            JobEnded, (tuple(tokens), handle, _OUTCOMES[kind], args[1] if len(args) > 1 else b"")
+        )
+        return ended
 
 
 def _update(kind: PacketType, args: tuple[bytes, ...]) -> WorkData | WorkWarning | WorkStatus:
