@@ -53,7 +53,13 @@ except ImportError:  # Django 5.2 with the django-tasks backport
     from django_tasks.signals import task_enqueued, task_finished, task_started  # type: ignore[no-redef]
     from django_tasks.utils import normalize_json  # type: ignore[no-redef]
 
-__all__ = ["FUNCTION_PREFIX", "GearmanBackend", "tasks_priority", "worker_functions"]
+__all__ = [
+    "FUNCTION_PREFIX",
+    "GearmanBackend",
+    "tasks_priority",
+    "worker_functions",
+    "worker_queues",
+]
 
 logger = logging.getLogger("django_gearman.backends")
 
@@ -130,15 +136,24 @@ class GearmanBackend(BaseTaskBackend):
         )
 
 
-def worker_functions() -> dict[str, Callable[[Job], bytes]]:
-    """Gearman function -> worker callback for every queue of every GearmanBackend in TASKS."""
-    functions: dict[str, Callable[[Job], bytes]] = {}
+def worker_queues(
+    gearman_alias: str | None = None,
+) -> dict[str, tuple[str, Callable[[Job], bytes]]]:
+    """Gearman function -> (queue, worker callback) for every queue of every GearmanBackend in
+    TASKS (those submitting to the ``GEARMAN`` alias ``gearman_alias``, or all)."""
+    functions: dict[str, tuple[str, Callable[[Job], bytes]]] = {}
     for alias in task_backends:
         backend = task_backends[alias]
         if isinstance(backend, GearmanBackend):
-            for queue in sorted(backend.queues):
-                functions[backend.function_name(queue)] = run_job
+            if gearman_alias is None or backend.gearman_alias == gearman_alias:
+                for queue in sorted(backend.queues):
+                    functions[backend.function_name(queue)] = (queue, run_job)
     return functions
+
+
+def worker_functions() -> dict[str, Callable[[Job], bytes]]:
+    """Gearman function -> worker callback for every queue of every GearmanBackend in TASKS."""
+    return {function: callback for function, (_, callback) in worker_queues().items()}
 
 
 def run_job(job: Job) -> bytes:

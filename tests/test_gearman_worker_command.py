@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management.base import CommandError
 from django.test import override_settings
 
 from django_gearman import remote_task, run_many
 from django_gearman.gearman.admin_client import GearmanAdminClient
-from django_gearman.management.commands.gearman_worker import select_functions
+from django_gearman.gearman.errors import UsageError
 from django_gearman.tasks import registry
+from django_gearman.tasks.runner import offered_functions as select_functions
 from tests.helpers import wait_for
 from tests.taskapp import tasks
 
@@ -317,7 +317,7 @@ def test_remote_tasks_are_never_offered() -> None:
     try:
         names = {offered.name for offered in select_functions("default")}
         assert "resize_image" not in names and tasks.add.function_name in names
-        with pytest.raises(CommandError, match="remote task"):
+        with pytest.raises(UsageError, match="remote task"):
             select_functions("default", ["resize_image"])
     finally:
         del registry["resize_image"]

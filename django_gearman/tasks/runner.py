@@ -16,22 +16,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 from django.dispatch import Signal
 
 from ..gearman.client import GearmanClient
 from ..gearman.envelope import decode_call, encode_call, encode_result
-from ..gearman.errors import EnvelopeError
+from ..gearman.errors import EnvelopeError, UsageError
+from ..gearman.pool import Offered
 from ..gearman.work import Job, reported
+from .decorator import registry
 from .results import record_failure, record_success
 
 if TYPE_CHECKING:
     from .decorator import GearmanTask
 
-__all__ = ["job_callback", "task_failed", "task_succeeded"]
+__all__ = ["job_callback", "offered_functions", "task_failed", "task_succeeded"]
 
 logger = logging.getLogger("django_gearman.worker")
 
@@ -181,3 +184,75 @@ def _resubmit(
     # (retries are rare): the worker's connection is in the middle of this job.
     with GearmanClient([str(job.server)]) as client:
         client.submit_background(job.function, data, run_at=time.time() + delay)
+
+
+# -- which functions a worker offers ---------------------------------------------------------
+
+
+def offered_functions(
+    alias: str, task_names: Sequence[str] = (), queues: Sequence[str] = ()
+) -> list[Offered]:
+    """The functions to offer on ``alias``'s servers: all of them, or those named by ``--task``
+    plus those in a ``--queue``. Remote tasks are never offered (another worker runs them)."""
+    ours = {
+        name: task
+        for name, task in registry.items()
+        if not task.remote and task.options.alias == alias
+    }
+    for name in task_names:
+        if name in ours:
+            continue
+        task = registry.get(name)
+        if task is not None and task.remote:
+            raise UsageError(
+                f"{name} is a remote task: another language's worker runs it, not gearman_worker."
+            )
+        if task is not None:
+            raise UsageError(
+                f"{name} runs on the Gearman alias {task.options.alias!r}: use --alias "
+                f"{task.options.alias}."
+            )
+        known = "\n  ".join(sorted(ours)) or "(none)"
+        raise UsageError(f"Unknown task {name!r}. Tasks of alias {alias!r}:\n  {known}")
+    everything = not task_names and not queues
+    chosen = [
+        task
+        for name, task in sorted(ours.items())
+        if everything or name in task_names or task.options.queue in queues
+    ]
+    offered = [
+        Offered(task.function_name, job_callback(task), task.options.timeout) for task in chosen
+    ]
+    backend_queues = _backend_queues(alias)
+    offered += [
+        Offered(name, callback)
+        for name, (queue, callback) in sorted(backend_queues.items())
+        if everything or queue in queues
+    ]
+    known_queues = {task.options.queue for task in ours.values()} | {
+        queue for queue, _ in backend_queues.values()
+    }
+    unknown = [queue for queue in queues if queue not in known_queues]
+    if unknown:
+        raise UsageError(
+            f"No task in queue(s) {', '.join(map(repr, unknown))}. Queues: "
+            f"{', '.join(sorted(known_queues)) or '(none)'}"
+        )
+    if not offered:
+        raise UsageError(
+            f"No tasks to run on alias {alias!r}: decorate functions with @gearman_task in an "
+            "installed app's tasks.py."
+        )
+    return offered
+
+
+def _backend_queues(alias: str) -> dict[str, tuple[str, Callable[[Job], bytes]]]:
+    """Gearman function -> (queue, callback) of the Django Tasks GearmanBackends on ``alias``."""
+    try:
+        from ..backends import worker_queues  # noqa: PLC0415 - needs a Tasks framework installed
+    except ImportError:  # neither django.tasks nor the django-tasks backport is installed
+        return {}
+    try:
+        return worker_queues(alias)
+    except ImproperlyConfigured as error:
+        raise UsageError(f"TASKS is misconfigured: {error}") from error

@@ -16,102 +16,21 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.utils import autoreload
 
 from django_gearman import conf
-from django_gearman.gearman.pool import Offered, ProcessPool, ThreadPool, WorkerSpec
-from django_gearman.gearman.work import Job
-from django_gearman.tasks import registry
-from django_gearman.tasks.runner import job_callback
+from django_gearman.gearman.errors import UsageError
+from django_gearman.gearman.pool import ProcessPool, ThreadPool, WorkerSpec
+from django_gearman.tasks.runner import offered_functions
 
 logger = logging.getLogger("django_gearman.worker")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-# -- choosing the functions ---------------------------------------------------------------------
-
-
-def select_functions(
-    alias: str, task_names: Sequence[str] = (), queues: Sequence[str] = ()
-) -> list[Offered]:
-    """The functions to offer on ``alias``'s servers: all of them, or those named by ``--task``
-    plus those in a ``--queue``. Remote tasks are never offered (another worker runs them)."""
-    ours = {
-        name: task
-        for name, task in registry.items()
-        if not task.remote and task.options.alias == alias
-    }
-    for name in task_names:
-        if name in ours:
-            continue
-        task = registry.get(name)
-        if task is not None and task.remote:
-            raise CommandError(
-                f"{name} is a remote task: another language's worker runs it, not gearman_worker."
-            )
-        if task is not None:
-            raise CommandError(
-                f"{name} runs on the Gearman alias {task.options.alias!r}: use --alias "
-                f"{task.options.alias}."
-            )
-        known = "\n  ".join(sorted(ours)) or "(none)"
-        raise CommandError(f"Unknown task {name!r}. Tasks of alias {alias!r}:\n  {known}")
-    everything = not task_names and not queues
-    chosen = [
-        task
-        for name, task in sorted(ours.items())
-        if everything or name in task_names or task.options.queue in queues
-    ]
-    offered = [
-        Offered(task.function_name, job_callback(task), task.options.timeout) for task in chosen
-    ]
-    backend_queues = _backend_functions(alias)
-    offered += [
-        Offered(name, callback)
-        for name, (queue, callback) in sorted(backend_queues.items())
-        if everything or queue in queues
-    ]
-    known_queues = {task.options.queue for task in ours.values()} | {
-        queue for queue, _ in backend_queues.values()
-    }
-    unknown = [queue for queue in queues if queue not in known_queues]
-    if unknown:
-        raise CommandError(
-            f"No task in queue(s) {', '.join(map(repr, unknown))}. Queues: "
-            f"{', '.join(sorted(known_queues)) or '(none)'}"
-        )
-    if not offered:
-        raise CommandError(
-            f"No tasks to run on alias {alias!r}: decorate functions with @gearman_task in an "
-            "installed app's tasks.py."
-        )
-    return offered
-
-
-def _backend_functions(alias: str) -> dict[str, tuple[str, Callable[[Job], bytes]]]:
-    """Gearman function -> (queue, callback) of the Django Tasks GearmanBackends on ``alias``."""
-    try:
-        from django_gearman.backends import GearmanBackend, run_job, task_backends  # noqa: PLC0415
-    except ImportError:  # neither django.tasks nor the django-tasks backport is installed
-        return {}
-    functions: dict[str, tuple[str, Callable[[Job], bytes]]] = {}
-    try:
-        for name in task_backends:
-            backend = task_backends[name]
-            if isinstance(backend, GearmanBackend) and backend.gearman_alias == alias:
-                for queue in backend.queues:
-                    functions[backend.function_name(queue)] = (queue, run_job)
-    except ImproperlyConfigured as error:
-        raise CommandError(f"TASKS is misconfigured: {error}") from error
-    return functions
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -233,9 +152,7 @@ class Command(BaseCommand):
         self.banner(spec, options)
         pool: ProcessPool | ThreadPool
         if options["pool"] == "processes":
-            pool = ProcessPool(
-                spec, before_fork=connections.close_all
-            )  # no child shares a DB socket
+            pool = ProcessPool(spec, before_fork=connections.close_all)  # no child shares a DB
         else:
             pool = ThreadPool(spec)
         return pool.run()
@@ -245,14 +162,13 @@ class Command(BaseCommand):
         alias = options["alias"]
         try:
             alias_settings = conf.get_settings(alias)
-            functions = select_functions(alias, options["task"], options["queue"])
-        except conf.InvalidGearmanSettings as error:
+            functions = offered_functions(alias, options["task"], options["queue"])
+        except (conf.InvalidGearmanSettings, UsageError) as error:
             raise CommandError(str(error)) from error
         if not alias_settings.reaches_servers:
             raise CommandError(
                 f"GEARMAN[{alias!r}] has BACKEND {alias_settings.backend!r}: its jobs never reach "
-                "a job server, "
-                'so there is nothing for a worker to do (use BACKEND "gearman").'
+                'a job server, so there is nothing for a worker to do (use BACKEND "gearman").'
             )
         return WorkerSpec(
             servers=tuple(str(address) for address in alias_settings.servers),
