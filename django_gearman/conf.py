@@ -35,6 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .gearman.base import BaseClient
+from .gearman.client import GearmanClient
 from .gearman.errors import GearmanError, UsageError
 from .gearman.transport import ServerAddress, parse_servers
 
@@ -96,8 +97,6 @@ class AliasSettings:
     @property
     def reaches_servers(self) -> bool:
         """Do this alias's jobs go to job servers (False for the test doubles)?"""
-        from .gearman.client import GearmanClient  # noqa: PLC0415
-
         return issubclass(self.backend_class(), GearmanClient)
 
 
@@ -290,8 +289,6 @@ def _parse(alias: str, value: dict[str, Any]) -> AliasSettings:
 
 
 def _is_gearman_client(backend: Any) -> bool:
-    from .gearman.client import GearmanClient  # noqa: PLC0415 - the real client, only when asked
-
     try:
         return issubclass(_backend_class(backend), GearmanClient)
     except (ImportError, TypeError, ValueError, UsageError):

@@ -39,7 +39,7 @@ from typing import Any
 from .gearman.base import BaseClient
 from .gearman.envelope import decode_call, decode_error, encode_result
 from .gearman.errors import UsageError
-from .gearman.jobs import JobHandle, Task, TaskState
+from .gearman.jobs import JobHandle, Task, TaskState, payload
 from .gearman.protocol import JobAssigned, Outcome, WorkData, WorkStatus, WorkWarning
 from .gearman.work import Job, perform
 
@@ -187,12 +187,10 @@ class _LocalJob(Job):
         return None
 
     def send_data(self, data: bytes | str) -> None:
-        self._event(WorkData(self.handle, data.encode() if isinstance(data, str) else bytes(data)))
+        self._event(WorkData(self.handle, payload(data)))
 
     def send_warning(self, data: bytes | str) -> None:
-        self._event(
-            WorkWarning(self.handle, data.encode() if isinstance(data, str) else bytes(data))
-        )
+        self._event(WorkWarning(self.handle, payload(data)))
 
     def send_status(self, numerator: int, denominator: int) -> None:
         self._event(WorkStatus(self.handle, int(numerator), int(denominator)))

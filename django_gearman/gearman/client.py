@@ -102,8 +102,6 @@ class GearmanClient(BaseClient):
         self.connect_timeout = connect_timeout
         self.client_id = client_id
         self.exceptions = exceptions
-        self.retry_delay = retry_delay
-        self.max_retry_delay = max_retry_delay
         self._route = Servers(
             self.servers,
             max_packet_size=max_packet_size,

@@ -61,9 +61,6 @@ class Servers:
         self.max_retry_delay = max_retry_delay
         self._round_robin = itertools.count()
 
-    def __len__(self) -> int:
-        return len(self.all)
-
     def candidates(self, unique: str | None) -> list[Server]:
         """Servers in the order to try: the key's rendezvous order, else round-robin; down last."""
         servers = self.all

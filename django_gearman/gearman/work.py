@@ -127,12 +127,8 @@ def perform(callback: Callable[[Job], bytes | str | None], job: Job) -> tuple[Ou
 def _result_bytes(result: object) -> bytes:
     if result is None:
         return b""
-    if isinstance(result, bytes):
-        return result
-    if isinstance(result, str):
-        return result.encode()
-    if isinstance(result, (bytearray, memoryview)):
-        return bytes(result)
-    raise TypeError(
-        f"a worker function must return bytes, str or None, not {type(result).__name__}"
-    )
+    try:
+        return payload(result)  # type: ignore[arg-type]  # checked there
+    except TypeError:
+        kind = type(result).__name__
+        raise TypeError(f"a worker function must return bytes, str or None, not {kind}") from None
