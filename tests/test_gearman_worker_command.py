@@ -34,6 +34,23 @@ REPO = Path(__file__).resolve().parent.parent
 BANNER_END = "Quit the worker with CONTROL-C."
 
 
+def worker_env(address: str) -> dict[str, str]:
+    """The environment of a ``manage.py gearman_worker`` subprocess on the test settings, its
+    alias pointing at ``address`` (nothing of the caller's DJANGO_* or GEARMAN* settings)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "GEARMAN"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PYTHONPATH=str(REPO),
+        GEARMAN_URL=f"gearman://{address}",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
 class WorkerCommand:
     """``gearman_worker ARGS`` in a subprocess, its output in files (a pipe could fill up)."""
 
@@ -41,17 +58,7 @@ class WorkerCommand:
         self.address = address
         self.stdout_path = tmp_path / "worker.out"
         self.stderr_path = tmp_path / "worker.err"
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("DJANGO_", "GEARMAN"))
-        }
-        env.update(
-            DJANGO_SETTINGS_MODULE="tests.settings",
-            PYTHONPATH=str(REPO),
-            GEARMAN_URL=f"gearman://{address}",
-            PYTHONUNBUFFERED="1",
-        )
+        env = worker_env(address)
         argv = [sys.executable, "-m", "django", "gearman_worker", "--noreload", *args]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(

@@ -30,6 +30,7 @@ from django_gearman.gearman.admin_client import GearmanAdminClient
 from tests.helpers import wait_for
 from tests.peers import EmbeddedServer
 from tests.taskapp import tasks
+from tests.test_gearman_worker_command import worker_env
 
 pytestmark = [pytest.mark.interop, pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc"
@@ -80,17 +81,7 @@ class PoolCommand:
     def __init__(self, address: str, args: tuple[str, ...], folder: Path) -> None:
         self.address = address
         self.stderr_path = folder / "worker.err"
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("DJANGO_", "GEARMAN"))
-        }
-        env.update(
-            DJANGO_SETTINGS_MODULE="tests.settings",
-            PYTHONPATH=str(REPO),
-            GEARMAN_URL=f"gearman://{address}",
-            PYTHONUNBUFFERED="1",
-        )
+        env = worker_env(address)
         argv = [
             sys.executable, "-m", "django", "gearman_worker", "--noreload",
             "--pool", "processes", "--log-level", "DEBUG", *args,

@@ -41,7 +41,8 @@ from django_gearman.gearman.protocol import (
 )
 from django_gearman.gearman.protocol.packets import check_header
 from django_gearman.gearman.protocol.text import command_line, parse_jobs
-from django_gearman.gearman.server.state import Peer, ServerState
+from django_gearman.gearman.server.state import ServerState
+from tests.gearman.server.test_state import FakePeer, FakeTimer
 from tests.helpers import MemoryServer
 
 T = PacketType
@@ -218,14 +219,6 @@ def test_an_admin_error_keeps_its_code_and_whole_message() -> None:
 # -- the server's model ------------------------------------------------------------------------
 
 
-class FakeTimer:
-    def __init__(self, at: float, callback: Callable[[], None]) -> None:
-        self.at, self.callback, self.cancelled = at, callback, False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class FakeStore:
     """Records which stored jobs the state deletes."""
 
@@ -234,22 +227,6 @@ class FakeStore:
 
     def remove(self, store_id: int) -> None:
         self.removed.append(store_id)
-
-
-class FakePeer(Peer):
-    __slots__ = ("buffer", "received")
-
-    def __init__(self) -> None:
-        super().__init__(self._receive)
-        self.buffer = PacketBuffer()
-        self.received: list = []
-
-    def _receive(self, data: bytes) -> None:
-        self.received += self.buffer.feed(data)
-
-    def take(self) -> list:
-        received, self.received = self.received, []
-        return [(p.type, p.args) for p in received]
 
 
 class Model:
