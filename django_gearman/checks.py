@@ -8,6 +8,7 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, Tags, register
 
 from . import conf
+from .tasks import registry
 
 __all__ = ["check_gearman_settings", "check_tasks"]
 
@@ -24,8 +25,6 @@ def check_gearman_settings(app_configs: Any = None, **kwargs: Any) -> list[Check
 @register(Tags.compatibility, "django_gearman")
 def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E010: two functions registered under one task name; E011: a task on an unknown alias."""
-    from .tasks import registry  # noqa: PLC0415
-
     errors: list[CheckMessage] = []
     for name, origins in sorted(registry.duplicates.items()):
         errors.append(

@@ -116,7 +116,7 @@ def raw_settings() -> dict[str, Any]:
     configured = getattr(settings, "GEARMAN", None)
     if configured is not None:
         return configured  # type: ignore[no-any-return]
-    import environ  # noqa: PLC0415
+    import environ  # noqa: PLC0415 - read only when GEARMAN is not set
 
     url = environ.Env().str("GEARMAN_URL", default="")
     return {DEFAULT_ALIAS: gearman_url(url) if url else {"SERVERS": DEFAULT_SERVERS}}

@@ -24,7 +24,7 @@ __all__ = ["gearman_immediate", "gearman_outbox"]
 def _every_alias(backend: str) -> Iterator[None]:
     from django.test import override_settings  # noqa: PLC0415 - only once a fixture is used
 
-    from . import conf, testing  # noqa: PLC0415
+    from . import conf, testing  # noqa: PLC0415 - no Django until a fixture is used
 
     aliases = conf.raw_settings()
     switched = {alias: {**value, "BACKEND": backend} for alias, value in aliases.items()}
@@ -39,7 +39,7 @@ def _every_alias(backend: str) -> Iterator[None]:
 @pytest.fixture
 def gearman_outbox() -> Iterator[list[Any]]:
     """Jobs are recorded, not sent: the list of :class:`~django_gearman.testing.Submission`."""
-    from . import testing  # noqa: PLC0415
+    from . import testing  # noqa: PLC0415 - no Django until a fixture is used
 
     with _every_alias("outbox"):
         yield testing.outbox
@@ -48,7 +48,7 @@ def gearman_outbox() -> Iterator[list[Any]]:
 @pytest.fixture
 def gearman_immediate() -> Iterator[list[tuple[str, BaseException]]]:
     """Jobs run at once in this thread; yields the failures of background jobs."""
-    from . import testing  # noqa: PLC0415
+    from . import testing  # noqa: PLC0415 - no Django until a fixture is used
 
     with _every_alias("immediate"):
         yield testing.errors

@@ -42,6 +42,7 @@ from .gearman.errors import UsageError
 from .gearman.jobs import JobHandle, Task, TaskState, payload
 from .gearman.protocol import JobAssigned, Outcome, WorkData, WorkStatus, WorkWarning
 from .gearman.work import Job, perform
+from .tasks import registry
 
 __all__ = ["ImmediateClient", "OutboxClient", "Submission", "clear", "errors", "outbox"]
 
@@ -202,8 +203,6 @@ class _LocalJob(Job):
 
 def _task_for(function: str) -> Any:
     """The ``@gearman_task`` of this process whose Gearman function is ``function``, or None."""
-    from .tasks import registry  # noqa: PLC0415
-
     for task in registry.values():
         if task.function_name == function:
             return task
@@ -226,7 +225,7 @@ def _runner_for(function: str) -> tuple[Callable[[Job], bytes] | None, str]:
 
         return run, task.name
     try:
-        from .backends import worker_functions  # noqa: PLC0415
+        from .backends import worker_functions  # noqa: PLC0415 - needs a Tasks framework
     except ImportError:  # no Django Tasks framework installed
         return None, function
     return worker_functions().get(function), function

@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from django.db import transaction
+
 from .. import conf
 from ..clients import clients
 from ..gearman.base import BaseClient
@@ -166,8 +168,6 @@ class GearmanTask(Generic[P, R]):
         """Queue the task once the current database transaction commits (at once outside one),
         so a worker never looks for a row that is not committed yet. The arguments are checked
         now: a value JSON cannot carry raises here, not after the commit."""
-        from django.db import transaction  # noqa: PLC0415
-
         encode_call(args, kwargs)  # fail now, in the caller
         transaction.on_commit(lambda: self.background(*args, **kwargs), using=using)
 

@@ -119,7 +119,7 @@ def _loop_factory(
     if choice == "asyncio":
         return "asyncio", None
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop  # noqa: PLC0415 - optional
     except ImportError as error:
         if choice == "uvloop":
             raise StartupError(
@@ -138,7 +138,7 @@ def _run_loop(
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main)
     else:  # pragma: no cover - Python 3.10
-        import uvloop  # noqa: PLC0415
+        import uvloop  # noqa: PLC0415 - optional
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         asyncio.run(main)
