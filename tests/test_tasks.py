@@ -15,6 +15,7 @@ from django_gearman import BatchError, TaskError, batch, run_many
 from django_gearman.gearman import GearmanClient
 from django_gearman.gearman.admin_client import GearmanAdminClient
 from django_gearman.gearman.envelope import EnvelopeError, encode_call
+from django_gearman.gearman.errors import JobTimeout
 from django_gearman.models import TaskResultRecord
 from django_gearman.tasks import registry
 from django_gearman.tasks.runner import job_callback
@@ -68,6 +69,16 @@ def test_a_task_error_reaches_the_client_with_type_and_message(gearman: str) -> 
             tasks.fail.submit("boom")
         assert (info.value.type, info.value.message) == ("ValueError", "boom")
         assert tasks.add.submit(1, 1) == 2  # the worker goes on
+
+
+def test_submit_with_no_worker_says_that_none_offers_the_task(gearman: str) -> None:
+    # No worker runs: the client's timeout (OPTIONS "timeout", 30 s by default) ends the wait
+    # with an error that names the function and says why, not a bare "did not finish".
+    with pytest.raises(JobTimeout) as timed_out:
+        tasks.add.using(timeout=0.5).submit(2, 3)
+    function = tasks.add.function_name
+    assert timed_out.value.function == function and timed_out.value.workers == 0
+    assert f"no worker has registered {function!r} on {gearman}" in str(timed_out.value)
 
 
 def test_a_result_json_cannot_carry_is_a_clear_error(gearman: str) -> None:

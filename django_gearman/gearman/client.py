@@ -18,9 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .admin_client import GearmanAdminClient
 from .base import BaseClient
 from .errors import (
     ConnectionLost,
+    GearmanError,
+    JobTimeout,
     LocalProtocolError,
     RemoteProtocolError,
     ServerError,
@@ -43,6 +46,7 @@ from .protocol import (
     ClientConnection,
     EchoReply,
     ErrorReceived,
+    FunctionStatus,
     JobCreated,
     JobEnded,
     JobUpdate,
@@ -52,11 +56,15 @@ from .protocol import (
     StatusReply,
 )
 from .routing import Server, Servers, readable
-from .transport import parse_servers, remaining
+from .transport import ServerAddress, parse_servers, remaining
 
 __all__ = ["GearmanClient"]
 
 logger = logging.getLogger("django_gearman.client")
+
+#: At most this many seconds are spent asking a server's admin ``status`` after a foreground
+#: job timed out, to say whether any worker offers its function.
+DIAGNOSIS_TIMEOUT = 2.0
 
 _ENDED = {
     Outcome.COMPLETE: TaskState.COMPLETE,
@@ -244,6 +252,7 @@ class GearmanClient(BaseClient):
 
     def _drive(self, tasks: Sequence[Task], deadline: float) -> Iterator[tuple[Task, WorkEvent]]:
         """Submit ``tasks`` and pump replies until every one is done; yields progress events."""
+        begun = time.monotonic()
         for task in tasks:
             task.state = TaskState.PENDING
             self._dispatch(task, deadline)
@@ -256,7 +265,7 @@ class GearmanClient(BaseClient):
                 return
             wait = remaining(deadline)
             if not wait:
-                self._timeout(tasks)
+                self._timeout(tasks, deadline - begun)
                 return
             ready = busy if len(busy) == 1 else readable(busy, wait)
             for server in ready:
@@ -399,13 +408,63 @@ class GearmanClient(BaseClient):
         transport.close()
         transport.conn = transport.new_conversation()
 
-    def _timeout(self, tasks: Sequence[Task]) -> None:
-        for task in tasks:
-            if not task.done:
-                _finish(task, TaskState.TIMEOUT)
+    def _timeout(self, tasks: Sequence[Task], waited: float) -> None:
+        """End the unfinished ``tasks`` with a :class:`JobTimeout` that says why they may not
+        have finished: for a foreground job, whether any worker had registered its function on
+        its server (one admin ``status`` per server, bounded by ``DIAGNOSIS_TIMEOUT``)."""
+        late = [task for task in tasks if not task.done]
         for server in self._servers:  # late replies would confuse the next call
             if server.busy:
                 self._reset(server)
+        statuses: dict[ServerAddress, list[FunctionStatus] | str] = {}
+        seconds = f"{round(waited, 1):g}"
+        for task in late:
+            if task.handle is None:
+                message = f"the server did not accept a job of {task.function!r} within {seconds} s"
+                error = JobTimeout(message, function=task.function)
+            else:
+                address = task.handle.server
+                status: list[FunctionStatus] | str = "no server known for its handle"
+                if address is not None:
+                    if address not in statuses:
+                        statuses[address] = self._status_of(address)
+                    status = statuses[address]
+                error = _timed_out(task, seconds, address, status)
+            _finish(task, TaskState.TIMEOUT, error)
+
+    def _status_of(self, address: ServerAddress) -> list[FunctionStatus] | str:
+        """The admin ``status`` of ``address``, or why it could not be had."""
+        timeout = min(DIAGNOSIS_TIMEOUT, self.connect_timeout)
+        try:
+            with GearmanAdminClient(address, timeout=timeout) as admin:
+                return admin.status()
+        except GearmanError as error:  # unreachable, too slow, or no admin protocol
+            return str(error) or type(error).__name__
+
+
+def _timed_out(
+    task: Task, seconds: str, address: ServerAddress | None, status: list[FunctionStatus] | str
+) -> JobTimeout:
+    function = task.function
+    head = f"job {task.handle} of {function!r} did not finish within {seconds} s: "
+    if isinstance(status, str):
+        return JobTimeout(
+            f"{head}could not ask {address} whether a worker offers it ({status})",
+            handle=task.handle,
+            function=function,
+        )
+    row = next((row for row in status if row.function == function), None)
+    workers = row.available_workers if row is not None else 0
+    if not workers:
+        why = f"no worker has registered {function!r} on {address} (the job waits until one does)"
+    else:
+        assert row is not None
+        why = (
+            f"{workers} worker{'s' if workers > 1 else ''} offer{'' if workers > 1 else 's'} "
+            f"{function!r} on {address}, with {row.total} job{'s' if row.total != 1 else ''} "
+            f"there ({row.running} running): the workers are busy, or the job is slow"
+        )
+    return JobTimeout(head + why, handle=task.handle, function=function, workers=workers)
 
 
 def _finish(task: Task, state: TaskState, error: Exception | None = None) -> None:

@@ -167,7 +167,25 @@ class JobException(JobError):
 
 
 class JobTimeout(JobError):
-    """The job did not finish within the timeout (it may still run on the server)."""
+    """The job did not finish within the timeout (it may still run on the server).
+
+    ``function`` is the job's Gearman function; ``workers`` how many workers had registered it
+    on the job's server when the time ran out (from the admin ``status``), or None when the
+    server could not say. The message says which, so "no worker offers it" is not taken for a
+    hang.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        handle: str | None = None,
+        function: str | None = None,
+        workers: int | None = None,
+    ) -> None:
+        super().__init__(message, handle=handle)
+        self.function = function
+        self.workers = workers
 
 
 # -- payloads, the store, start-up, arguments ----------------------------------------------------

@@ -147,6 +147,8 @@ class Task:
         if self.state is TaskState.EXCEPTION:
             raise JobException(self.exception or b"", handle=self.handle)
         if self.state is TaskState.TIMEOUT:
+            if isinstance(self.error, JobTimeout):  # the client's, saying why it may be
+                raise self.error
             raise JobTimeout(
                 f"job {self.handle or '(not yet accepted)'} did not finish in time",
                 handle=self.handle,

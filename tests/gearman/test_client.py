@@ -202,11 +202,47 @@ def test_timeout_then_client_still_works(gearman_server) -> None:
     # The client's own timeout is beyond the test's time limit (pytest-timeout): only the
     # call's timeout lets this call end with JobTimeout.
     with GearmanClient([gearman_server.address], timeout=600) as client:
-        with pytest.raises(JobTimeout, match="did not finish in time") as timed_out:
+        with pytest.raises(JobTimeout, match="did not finish within 0.3 s") as timed_out:
             client.submit("no_worker_for_this", b"x", timeout=0.3)
         assert timed_out.value.handle  # the server took the job; no worker finished it
         with worker_thread(gearman_server.address, {"reverse": reverse}):
             assert client.submit("reverse", b"ok") == b"ko"
+
+
+def test_a_timed_out_job_says_that_no_worker_offers_its_function(gearman_server) -> None:
+    with GearmanClient([gearman_server.address], timeout=600) as client:
+        with pytest.raises(JobTimeout) as timed_out:
+            client.submit("nobody_offers_this", b"x", timeout=0.3)
+    error = timed_out.value
+    assert (error.function, error.workers) == ("nobody_offers_this", 0)
+    message = str(error)
+    assert "'nobody_offers_this' did not finish within 0.3 s" in message
+    assert f"no worker has registered 'nobody_offers_this' on {gearman_server.address}" in message
+
+
+def test_a_timed_out_job_whose_workers_are_busy_says_so(gearman_server) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(job: Job) -> bytes:
+        started.set()
+        release.wait(20)
+        return b"late"
+
+    with (
+        worker_thread(gearman_server.address, {"slow": slow}),
+        GearmanClient([gearman_server.address], timeout=600) as client,
+    ):
+        client.submit_background("slow", b"first")
+        assert started.wait(20)
+        try:
+            with pytest.raises(JobTimeout) as timed_out:
+                client.submit("slow", b"second", timeout=0.3)
+        finally:
+            release.set()
+    error = timed_out.value
+    assert error.workers == 1
+    assert "1 worker offers 'slow'" in str(error) and "1 running" in str(error)
 
 
 def test_echo(gearman_server) -> None:
