@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,10 +34,11 @@ from django.utils.module_loading import import_string
 
 from . import conf
 from .clients import clients
-from .gearman.envelope import decode_call, encode_call, encode_result
+from .gearman.envelope import Call, decode_call, encode_call, encode_result
 from .gearman.errors import UsageError
 from .gearman.protocol import Priority
 from .gearman.work import Job
+from .tasks.outcomes import log_failure, log_success
 from .tasks.results import error_record
 
 try:  # Django 6.x
@@ -56,6 +59,7 @@ except ImportError:  # Django 5.2 with the django-tasks backport
 __all__ = [
     "FUNCTION_PREFIX",
     "GearmanBackend",
+    "quiet_framework_logs",
     "tasks_priority",
     "worker_functions",
     "worker_queues",
@@ -157,61 +161,90 @@ def worker_functions() -> dict[str, Callable[[Job], bytes]]:
 
 
 def run_job(job: Job) -> bytes:
-    """Run one Django Tasks job on a worker and record its outcome in its result row."""
+    """Run one Django Tasks job on a worker, record its outcome in its result row, and log it
+    as ``@gearman_task`` jobs are logged (:mod:`django_gearman.tasks.outcomes`)."""
     from django.db import close_old_connections  # noqa: PLC0415
 
-    from .models import TaskResultRecord  # noqa: PLC0415 - models need the app registry
-
+    started = time.perf_counter()
     call = decode_call(job.data)
     result_id = call.meta.get("result_id")
     task_path = call.meta.get("task")
     if not isinstance(result_id, str) or not isinstance(task_path, str):
-        raise UsageError('a Django Tasks job needs "task" and "result_id" in its envelope meta')
+        error = UsageError('a Django Tasks job needs "task" and "result_id" in its envelope meta')
+        log_failure(job.function, job, error, started, 1)
+        raise error
     close_old_connections()
+    try:
+        return _run_recorded(job, call, task_path, result_id, started)
+    finally:
+        close_old_connections()
+
+
+def _run_recorded(job: Job, call: Call, task_path: str, result_id: str, started: float) -> bytes:
+    from .models import TaskResultRecord  # noqa: PLC0415 - models need the app registry
+
+    note = f"result {result_id}"
     try:
         record = TaskResultRecord.objects.filter(pk=result_id).first()
         task = _import_task(task_path)
-        started = timezone.now()
-        worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        if record is None:  # enqueued by another client, or its row was deleted: make one
-            record = TaskResultRecord(
-                id=result_id,
-                task_path=task_path,
-                backend=str(call.meta.get("backend", "default")),
-                queue_name=task.queue_name,
-                args=call.args,
-                kwargs=call.kwargs,
-            )
-        record.status = TaskResultRecord.Status.RUNNING
-        record.started_at = record.started_at or started
-        record.last_attempted_at = started
-        record.worker_ids = [*record.worker_ids, worker_id]
-        record.save()
-        result = _to_result(task, record)
-        task_started.send(sender=GearmanBackend, task_result=result)
-        try:
-            if task.takes_context:
-                value = task.call(TaskContext(task_result=result), *call.args, **call.kwargs)
-            else:
-                value = task.call(*call.args, **call.kwargs)
-            value = normalize_json(value)
-            data = encode_result(value)
-        except Exception as error:
-            record.status = TaskResultRecord.Status.FAILED
-            record.finished_at = timezone.now()
-            record.errors = [*record.errors, error_record(error)]
-            record.save(update_fields=["status", "finished_at", "errors"])
-            task_finished.send(sender=GearmanBackend, task_result=_to_result(task, record))
-            raise
-        record.status = TaskResultRecord.Status.SUCCESSFUL
+    except Exception as error:
+        log_failure(task_path, job, error, started, 1, note)
+        raise
+    now = timezone.now()
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    if record is None:  # enqueued by another client, or its row was deleted: make one
+        record = TaskResultRecord(
+            id=result_id,
+            task_path=task_path,
+            backend=str(call.meta.get("backend", "default")),
+            queue_name=task.queue_name,
+            args=call.args,
+            kwargs=call.kwargs,
+        )
+    record.status = TaskResultRecord.Status.RUNNING
+    record.started_at = record.started_at or now
+    record.last_attempted_at = now
+    record.worker_ids = [*record.worker_ids, worker_id]
+    record.save()
+    attempt = len(record.worker_ids)
+    result = _to_result(task, record)
+    task_started.send(sender=GearmanBackend, task_result=result)
+    try:
+        if task.takes_context:
+            value = task.call(TaskContext(task_result=result), *call.args, **call.kwargs)
+        else:
+            value = task.call(*call.args, **call.kwargs)
+        value = normalize_json(value)
+        data = encode_result(value)
+    except Exception as error:
+        log_failure(task_path, job, error, started, attempt, note)
+        record.status = TaskResultRecord.Status.FAILED
         record.finished_at = timezone.now()
-        record.return_value = value
-        record.save(update_fields=["status", "finished_at", "return_value"])
+        record.errors = [*record.errors, error_record(error)]
+        record.save(update_fields=["status", "finished_at", "errors"])
         task_finished.send(sender=GearmanBackend, task_result=_to_result(task, record))
-        logger.info("%s %s (%s) succeeded", task_path, result_id, job.handle)
-        return data
-    finally:
-        close_old_connections()
+        raise
+    record.status = TaskResultRecord.Status.SUCCESSFUL
+    record.finished_at = timezone.now()
+    record.return_value = value
+    record.save(update_fields=["status", "finished_at", "return_value"])
+    task_finished.send(sender=GearmanBackend, task_result=_to_result(task, record))
+    log_success(task_path, job, started, attempt, note)
+    return data
+
+
+def quiet_framework_logs() -> None:
+    """Turn off the Tasks framework's own ``Task id=... state=...`` log lines in this process.
+
+    A worker logs every job's outcome itself, with its traceback (:func:`run_job`); the
+    framework's receivers would log each a second time, a failure with a second traceback.
+    ``manage.py gearman_worker`` calls this when it offers the backend's queues.
+    """
+    module = sys.modules[Task.__module__.rpartition(".")[0] + ".signals"]  # ours: imported
+    for signal, name in ((task_started, "log_task_started"), (task_finished, "log_task_finished")):
+        receiver = getattr(module, name, None)
+        if receiver is not None:
+            signal.disconnect(receiver)
 
 
 def _import_task(path: str) -> Task:

@@ -29,6 +29,7 @@ from ..gearman.errors import EnvelopeError, UsageError
 from ..gearman.pool import Offered
 from ..gearman.work import Job, reported
 from .decorator import registry
+from .outcomes import log_failure, log_success
 from .results import record_failure, record_success
 
 if TYPE_CHECKING:
@@ -111,10 +112,7 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
             except BaseException as error:
                 _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
                 raise
-            elapsed = (time.perf_counter() - started) * 1000
-            logger.info(
-                "%s %s succeeded in %.1f ms (attempt %d)", task.name, job.handle, elapsed, attempt
-            )
+            log_success(task.name, job, started, attempt)
             if task_succeeded.receivers:
                 task_succeeded.send(sender=task, job=job, result=result, attempt=attempt)
             if isinstance(call.meta.get("result_id"), str):  # a retry from the admin: its row
@@ -139,18 +137,7 @@ def _failed(
     kwargs: dict[str, Any],
     meta: dict[str, Any],
 ) -> None:
-    elapsed = (time.perf_counter() - started) * 1000
-    logger.error(
-        "%s %s failed in %.1f ms (attempt %d): %s: %s",
-        task.name,
-        job.handle,
-        elapsed,
-        attempt,
-        type(error).__name__,
-        error,
-        exc_info=not isinstance(error, EnvelopeError),
-    )
-    reported(error)  # this line and traceback are the failure's; the worker adds none
+    log_failure(task.name, job, error, started, attempt)  # the worker adds no second line
     if task_failed.receivers:
         task_failed.send(
             sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs
@@ -249,10 +236,13 @@ def offered_functions(
 def _backend_queues(alias: str) -> dict[str, tuple[str, Callable[[Job], bytes]]]:
     """Gearman function -> (queue, callback) of the Django Tasks GearmanBackends on ``alias``."""
     try:
-        from ..backends import worker_queues  # noqa: PLC0415 - needs a Tasks framework installed
+        from ..backends import quiet_framework_logs, worker_queues  # noqa: PLC0415 - needs a Tasks framework installed
     except ImportError:  # neither django.tasks nor the django-tasks backport is installed
         return {}
     try:
-        return worker_queues(alias)
+        queues = worker_queues(alias)
     except ImproperlyConfigured as error:
         raise UsageError(f"TASKS is misconfigured: {error}") from error
+    if queues:
+        quiet_framework_logs()  # the worker logs each outcome itself, once
+    return queues
