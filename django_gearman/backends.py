@@ -49,7 +49,15 @@ try:  # Django 6.x
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils.json import normalize_json
 except ImportError:  # Django 5.2 with the django-tasks backport
-    from django_tasks import TaskResultStatus, task_backends  # type: ignore[no-redef]
+    try:
+        from django_tasks import TaskResultStatus, task_backends  # type: ignore[no-redef]
+    except ImportError as error:  # neither: say what to install, not "No module named ..."
+        raise ModuleNotFoundError(
+            "django_gearman.backends runs on Django's Tasks framework: django.tasks (Django 6) "
+            "or the django-tasks backport, and neither can be imported. "
+            + conf.TASKS_FRAMEWORK_HINT,
+            name=error.name,
+        ) from error
     from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
     from django_tasks.base import Task, TaskContext, TaskError, TaskResult  # type: ignore[no-redef]
     from django_tasks.exceptions import TaskResultDoesNotExist  # type: ignore[no-redef]
@@ -236,7 +244,7 @@ def _run_recorded(job: Job, call: Call, task_path: str, result_id: str, started:
 def quiet_framework_logs() -> None:
     """Turn off the Tasks framework's own ``Task id=... state=...`` log lines in this process.
 
-    A worker logs every job's outcome itself, with its traceback (:func:`run_job`); the
+    A worker logs every job's outcome itself, with its traceback (``run_job()``); the
     framework's receivers would log each a second time, a failure with a second traceback.
     ``manage.py gearman_worker`` calls this when it offers the backend's queues.
     """

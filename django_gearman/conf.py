@@ -22,14 +22,20 @@ alias's settings for ``settings.py``: ``GEARMAN = {"default": gearman_url(env("G
 
 Nothing here runs at import time; the settings are read on first use and again after
 ``override_settings(GEARMAN=...)``. :func:`check_settings` lists what is wrong, for the system
-checks (``django_gearman.E001`` ...).
+checks (``django_gearman.E001`` ...): option values too (E008: a ``?timeout=abc`` would otherwise
+fail at the first job), and a ``GEARMAN_URL`` that is not a Gearman URL (E009). Messages never
+show a URL's ``user:password@`` (it becomes ``***@``).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
@@ -42,6 +48,8 @@ from .gearman.transport import ServerAddress, parse_servers
 __all__ = [
     "BACKENDS",
     "DEFAULT_ALIAS",
+    "TASKS_FRAMEWORK_HINT",
+    "URL_FORM",
     "AliasSettings",
     "InvalidGearmanSettings",
     "aliases",
@@ -61,15 +69,120 @@ BACKENDS = {
 }
 DEFAULT_BACKEND = "gearman"
 _ALIAS_KEYS = {"SERVERS", "PREFIX", "BACKEND", "OPTIONS"}
-_CLIENT_OPTIONS = {
-    "timeout",
-    "connect_timeout",
-    "client_id",
-    "exceptions",
-    "retry_delay",
-    "max_retry_delay",
-    "max_packet_size",
+#: The form of a Gearman URL (``GEARMAN_URL``, :func:`gearman_url`), for messages.
+URL_FORM = "gearman://host:4730[,host2:4730][?option=value]"
+_SERVERS_HINT = (
+    'Use "host:port" strings, e.g. ["127.0.0.1:4730"], or one string '
+    '"gearman://host:4730[,host2:4730]".'
+)
+#: What to do when neither ``django.tasks`` nor the ``django_tasks`` backport can be imported:
+#: said by ``django_gearman.backends``' ImportError and by the system check E012.
+TASKS_FRAMEWORK_HINT = (
+    'Install the Tasks framework: pip install "django-gearman-tasks[tasks]" (it brings the '
+    'django-tasks backport), and on Django < 6 add "django_tasks" to INSTALLED_APPS.'
+)
+#: Query parameters of a Gearman URL that are alias keys, not client options.
+_URL_KEYS = ("prefix", "backend")
+# ``user:password@`` in a URL or a server string (with the scheme, if any, kept in group 1).
+_CREDENTIALS = re.compile(r"(?<![^\s'\",(\[])((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^\s'\",(\[]*@")
+
+
+def _mask(text: str) -> str:
+    """``text`` with each ``user:password@`` made ``***@``: no secret reaches a message."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def _seconds(value: Any, *, zero: bool = False) -> float:
+    """A finite number of seconds as a float, > 0 (or >= 0 when ``zero``); ValueError if not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(value)
+    seconds = float(value)  # OverflowError (an ArithmeticError) for a huge int
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        raise ValueError(value)
+    return seconds
+
+
+def _delay(value: Any) -> float:
+    return _seconds(value, zero=True)
+
+
+def _packet_size(value: Any) -> int:
+    """A packet size: an int that fits the packet header's 32-bit size field, at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32:
+        raise ValueError(value)
+    return value
+
+
+def _client_id(value: Any) -> str | None:
+    """SET_CLIENT_ID's id: one word (the server's ``workers`` listing is space-separated)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isprintable() or value.split() != [value]:
+        raise ValueError(value)  # not a string, control characters, spaces, or empty
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(value)
+    return value
+
+
+def _float_text(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # check_settings says what is wrong with it
+
+
+def _int_text(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+_FLAG_TEXT = {"true": True, "1": True, "yes": True, "on": True}
+_FLAG_TEXT.update(dict.fromkeys(("false", "0", "no", "off"), False))
+
+
+def _flag_text(text: str) -> Any:
+    return _FLAG_TEXT.get(text.lower(), text)
+
+
+@dataclass(frozen=True)
+class _Option:
+    """A GearmanClient option: its check (and conversion), its reading from URL text, and what
+    the messages say it must be."""
+
+    convert: Callable[[Any], Any]  # the value the client gets; ValueError/TypeError if bad
+    from_text: Callable[[str], Any]  # a URL query value, converted (bad text is kept as is)
+    must_be: str
+    example: str  # as Python, for OPTIONS
+    url_example: str  # as URL text
+
+
+_SECONDS = "a positive number of seconds"
+_DELAY = "a number of seconds, 0 or more"
+#: GearmanClient's keyword arguments (``OPTIONS``), by name.
+_OPTIONS: dict[str, _Option] = {
+    "timeout": _Option(_seconds, _float_text, _SECONDS, "30", "30"),
+    "connect_timeout": _Option(_seconds, _float_text, _SECONDS, "5", "5"),
+    "retry_delay": _Option(_delay, _float_text, _DELAY, "1", "1"),
+    "max_retry_delay": _Option(_delay, _float_text, _DELAY, "30", "30"),
+    "max_packet_size": _Option(
+        _packet_size,
+        _int_text,
+        "a whole number of bytes from 1 to 4294967295",
+        "67108864",
+        "67108864",
+    ),
+    "client_id": _Option(
+        _client_id, str, "a string without spaces or control characters", '"web-1"', "web-1"
+    ),
+    "exceptions": _Option(_flag, _flag_text, "True or False", "True", "true"),
 }
+_CLIENT_OPTIONS = frozenset(_OPTIONS)
 
 
 class InvalidGearmanSettings(GearmanError, ImproperlyConfigured):
@@ -111,15 +224,27 @@ def reset() -> None:
 
 def raw_settings() -> dict[str, Any]:
     """``settings.GEARMAN``, or the default alias from ``GEARMAN_URL`` / 127.0.0.1:4730."""
+    return _source()[0]  # type: ignore[no-any-return]
+
+
+def _source() -> tuple[Any, str]:
+    """``(settings, url)``: the raw ``GEARMAN`` setting and ``""``, or the default alias and the
+    ``GEARMAN_URL`` it comes from. A URL that is not a Gearman URL leaves the alias empty: the
+    check E009 says why, and :func:`get_settings` refuses it."""
     from django.conf import settings  # noqa: PLC0415 - never at import time
 
     configured = getattr(settings, "GEARMAN", None)
     if configured is not None:
-        return configured  # type: ignore[no-any-return]
+        return configured, ""
     import environ  # noqa: PLC0415 - read only when GEARMAN is not set
 
     url = environ.Env().str("GEARMAN_URL", default="")
-    return {DEFAULT_ALIAS: gearman_url(url) if url else {"SERVERS": DEFAULT_SERVERS}}
+    if not url:
+        return {DEFAULT_ALIAS: {"SERVERS": DEFAULT_SERVERS}}, ""
+    try:
+        return {DEFAULT_ALIAS: gearman_url(url)}, url
+    except ValueError:
+        return {DEFAULT_ALIAS: {}}, url
 
 
 def get_settings(alias: str = DEFAULT_ALIAS) -> AliasSettings:
@@ -148,9 +273,21 @@ def aliases() -> list[str]:
 
 
 def check_settings() -> list[tuple[str, str, str]]:
-    """Every problem in ``GEARMAN`` as ``(check id, message, hint)``; empty when all is well."""
+    """Every problem in ``GEARMAN`` (or ``GEARMAN_URL``) as ``(check id, message, hint)``; empty
+    when all is well."""
     problems: list[tuple[str, str, str]] = []
-    raw = raw_settings()
+    raw, url = _source()
+    if url:
+        try:
+            _split_url(url)
+        except UsageError as error:
+            return [
+                (
+                    "E009",
+                    f"GEARMAN_URL {_mask(url)!r} is not a Gearman URL: {error}.",
+                    f"Use the form {URL_FORM}, e.g. gearman://127.0.0.1:4730?timeout=30.",
+                )
+            ]
     example = 'GEARMAN = {"default": {"SERVERS": ["127.0.0.1:4730"]}}'
     if not isinstance(raw, dict):
         return [
@@ -163,7 +300,7 @@ def check_settings() -> list[tuple[str, str, str]]:
     if DEFAULT_ALIAS not in raw:
         problems.append(("E002", 'GEARMAN has no "default" alias.', f"Add one, e.g. {example}"))
     for alias, value in raw.items():
-        where = f"GEARMAN[{alias!r}]"
+        where = f"GEARMAN_URL (alias {alias!r})" if url else f"GEARMAN[{alias!r}]"
         if not isinstance(value, dict):
             problems.append(
                 (
@@ -173,88 +310,160 @@ def check_settings() -> list[tuple[str, str, str]]:
                 )
             )
             continue
-        unknown = set(value) - _ALIAS_KEYS - {"MODE"}
-        if unknown:
-            problems.append(
-                (
-                    "E003",
-                    f"{where} has unknown key(s): {', '.join(sorted(map(str, unknown)))}.",
-                    f"Allowed keys: {', '.join(sorted(_ALIAS_KEYS))}.",
-                )
+        problems.extend(_check_alias(where, value, from_url=bool(url)))
+    return problems
+
+
+def _check_alias(
+    where: str, value: dict[Any, Any], *, from_url: bool
+) -> list[tuple[str, str, str]]:
+    """The problems of one alias's settings (``where`` names it in the messages)."""
+
+    def key(name: str) -> str:
+        return f"{where} ?{name.lower()}=" if from_url else f"{where}[{name!r}]"
+
+    problems: list[tuple[str, str, str]] = []
+    unknown = set(value) - _ALIAS_KEYS - {"MODE"}
+    if unknown:
+        problems.append(
+            (
+                "E003",
+                f"{where} has unknown key(s): {', '.join(sorted(map(str, unknown)))}.",
+                f"Allowed keys: {', '.join(sorted(_ALIAS_KEYS))}.",
             )
+        )
+    servers = f"{where} host list" if from_url else key("SERVERS")
+    problem = _check_servers(value.get("SERVERS", DEFAULT_SERVERS))
+    if problem:
+        problems.append(
+            ("E004", f"{servers} is not a list of job servers: {problem}.", _SERVERS_HINT)
+        )
+    prefix = value.get("PREFIX", "")
+    if not isinstance(prefix, str) or any(c in prefix for c in "\0\n\r\t "):
+        problems.append(
+            (
+                "E005",
+                f"{key('PREFIX')} must be a string without spaces or control characters, not "
+                f"{prefix!r}.",
+                'Use a short name and a separator, e.g. "myproject.".',
+            )
+        )
+    if "MODE" in value:
+        problems.append(
+            (
+                "E006",
+                f"{where} has MODE, which BACKEND replaced.",
+                f'Use "BACKEND": {value["MODE"] if value["MODE"] in BACKENDS else "gearman"!r} '
+                f"(one of {', '.join(BACKENDS)}, or a dotted path).",
+            )
+        )
+    backend = value.get("BACKEND", DEFAULT_BACKEND)
+    try:
+        _backend_class(backend)
+    except (ImportError, TypeError, ValueError, UsageError) as error:
+        problems.append(
+            (
+                "E006",
+                f"{key('BACKEND')} is not a client backend: {error}.",
+                f"Use a dotted path to a BaseClient subclass, or one of: {', '.join(BACKENDS)}.",
+            )
+        )
+    options = value.get("OPTIONS", {})
+    if not isinstance(options, dict):
+        problems.append(
+            (
+                "E007",
+                f"{where}['OPTIONS'] must be a dict, not {type(options).__name__}.",
+                'For example: {"timeout": 30}.',
+            )
+        )
+    elif _is_gearman_client(backend):  # other backends take options of their own
+        problems.extend(_check_options(where, options, from_url=from_url))
+    return problems
+
+
+def _check_servers(servers: Any) -> str:
+    """What is wrong with a ``SERVERS`` value (credentials masked), or ``""``."""
+    specs = servers.split(",") if isinstance(servers, str) else servers
+    if isinstance(specs, list | tuple):
+        for spec in specs:
+            if not isinstance(spec, str):
+                continue
+            scheme, sep, _ = spec.strip().partition("://")
+            if sep and scheme.lower() != "gearman":
+                return f"{_mask(spec.strip())!r} is not a gearman:// address"
+            if "@" in spec:
+                return (
+                    f"{_mask(spec.strip())!r} has a user or password, which job servers do not take"
+                )
+    try:
+        addresses = parse_servers(servers)
+    except (ValueError, TypeError) as error:
+        return _mask(str(error))
+    for address in addresses:
+        if "/" in address.host:
+            return f"{address.host!r} is not a host name"
+    return ""
+
+
+def _check_options(
+    where: str, options: dict[Any, Any], *, from_url: bool
+) -> list[tuple[str, str, str]]:
+    """E007 for unknown GearmanClient options (with a did-you-mean), E008 for bad values."""
+    problems: list[tuple[str, str, str]] = []
+    bad = sorted(map(str, set(options) - _CLIENT_OPTIONS))
+    if bad:
+        guesses = []
+        for name in bad:
+            match = difflib.get_close_matches(name, [*sorted(_CLIENT_OPTIONS), *_URL_KEYS], n=1)
+            if match and match[0] in _URL_KEYS and not from_url:
+                guesses.append(f"the key {match[0].upper()!r} (beside OPTIONS) for {name!r}")
+            elif match:
+                guesses.append(f"{match[0]!r} for {name!r}")
+        url_keys = " A Gearman URL also takes prefix= and backend=." if from_url else ""
+        label = where if from_url else f"{where}['OPTIONS']"
+        problems.append(
+            (
+                "E007",
+                f"{label} has unknown option(s): {', '.join(bad)}.",
+                (f"Did you mean {', '.join(guesses)}? " if guesses else "")
+                + f"Options are GearmanClient's: {', '.join(sorted(_CLIENT_OPTIONS))}.{url_keys}",
+            )
+        )
+    for name, option in _OPTIONS.items():
+        if name not in options:
+            continue
+        value = options[name]
         try:
-            parse_servers(value.get("SERVERS", DEFAULT_SERVERS))
-        except (ValueError, TypeError) as error:
+            option.convert(value)
+        except (TypeError, ValueError, ArithmeticError):
+            example = (
+                f"gearman://host:4730?{name}={option.url_example}"
+                if from_url
+                else f'"OPTIONS": {{"{name}": {option.example}}}'
+            )
             problems.append(
                 (
-                    "E004",
-                    f"{where}['SERVERS'] is not a list of job servers: {error}.",
-                    'Use "host:port" strings, e.g. ["127.0.0.1:4730"], or "gearman://h1:4730,h2:4730".',
+                    "E008",
+                    f"{where} option {name!r} is {value!r}: {name} must be {option.must_be}.",
+                    f"Set {name} to {option.must_be}, e.g. {example}.",
                 )
             )
-        prefix = value.get("PREFIX", "")
-        if not isinstance(prefix, str) or any(c in prefix for c in "\0\n\r\t "):
-            problems.append(
-                (
-                    "E005",
-                    f"{where}['PREFIX'] must be a string without spaces or control characters, not "
-                    f"{prefix!r}.",
-                    'Use a short name and a separator, e.g. "myproject.".',
-                )
-            )
-        if "MODE" in value:
-            problems.append(
-                (
-                    "E006",
-                    f"{where} has MODE, which BACKEND replaced.",
-                    f'Use "BACKEND": {value["MODE"] if value["MODE"] in BACKENDS else "gearman"!r} '
-                    f"(one of {', '.join(BACKENDS)}, or a dotted path).",
-                )
-            )
-        backend = value.get("BACKEND", DEFAULT_BACKEND)
-        try:
-            _backend_class(backend)
-        except (ImportError, TypeError, ValueError, UsageError) as error:
-            problems.append(
-                (
-                    "E006",
-                    f"{where}['BACKEND'] is not a client backend: {error}.",
-                    "Use a dotted path to a BaseClient subclass, or one of: "
-                    f"{', '.join(BACKENDS)}.",
-                )
-            )
-        options = value.get("OPTIONS", {})
-        if not isinstance(options, dict):
-            problems.append(
-                (
-                    "E007",
-                    f"{where}['OPTIONS'] must be a dict, not {type(options).__name__}.",
-                    'For example: {"timeout": 30}.',
-                )
-            )
-        elif _is_gearman_client(backend):  # other backends take options of their own
-            bad = set(options) - _CLIENT_OPTIONS
-            if bad:
-                problems.append(
-                    (
-                        "E007",
-                        f"{where}['OPTIONS'] has unknown option(s): "
-                        f"{', '.join(sorted(map(str, bad)))}.",
-                        f"Options are GearmanClient's: {', '.join(sorted(_CLIENT_OPTIONS))}.",
-                    )
-                )
     return problems
 
 
 def gearman_url(url: str) -> dict[str, Any]:
     """An alias's settings from ``gearman://host1:4730,host2:4731/?prefix=app.&timeout=10``.
 
-    Query parameters: ``prefix``, ``backend``, and any GearmanClient option (numbers are
-    converted).
+    The scheme may be left out (``host:4730``). Query parameters: ``prefix``, ``backend``, and
+    any GearmanClient option, converted to what the option takes (``timeout=5`` is 5.0,
+    ``exceptions=false`` is False; a value that does not convert is kept, for the check E008 to
+    report). :class:`UsageError` (a ValueError) if this is not a Gearman URL.
     """
-    parts = urlsplit(url if "://" in url else f"gearman://{url}")
-    if parts.scheme != "gearman":
-        raise UsageError(f"{url!r}: a Gearman URL starts with gearman://")
+    try:
+        parts = _split_url(url)
+    except UsageError as error:
+        raise UsageError(f"{_mask(url)!r} is not a Gearman URL: {error}; use {URL_FORM}") from None
     result: dict[str, Any] = {"SERVERS": parts.netloc or DEFAULT_SERVERS}
     options: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -262,11 +471,26 @@ def gearman_url(url: str) -> dict[str, Any]:
             result["PREFIX"] = value
         elif key == "backend":
             result["BACKEND"] = value
+        elif key in _OPTIONS:
+            options[key] = _OPTIONS[key].from_text(value)
         else:
-            options[key] = _number(value)
+            options[key] = _number(value)  # another backend's option
     if options:
         result["OPTIONS"] = options
     return result
+
+
+def _split_url(url: str) -> SplitResult:
+    """``url`` split, if it is a Gearman URL; else :class:`UsageError` saying why (masked)."""
+    try:
+        parts = urlsplit(url if "://" in url else f"gearman://{url}")
+    except ValueError as error:
+        raise UsageError(_mask(str(error))) from None
+    if parts.scheme != "gearman":
+        raise UsageError(f"the scheme is {parts.scheme!r}, not gearman")
+    if "@" in parts.netloc:
+        raise UsageError("Gearman job servers take no user or password")
+    return parts
 
 
 def _number(text: str) -> Any:
@@ -279,12 +503,16 @@ def _number(text: str) -> Any:
 
 
 def _parse(alias: str, value: dict[str, Any]) -> AliasSettings:
+    backend = BACKENDS.get(value.get("BACKEND", DEFAULT_BACKEND), value.get("BACKEND", ""))
+    options = dict(value.get("OPTIONS", {}))
+    if _is_gearman_client(backend):  # checked already: the values GearmanClient takes (30 -> 30.0)
+        options = {k: _OPTIONS[k].convert(v) if k in _OPTIONS else v for k, v in options.items()}
     return AliasSettings(
         alias=alias,
         servers=tuple(parse_servers(value.get("SERVERS", DEFAULT_SERVERS))),
         prefix=value.get("PREFIX", ""),
-        backend=BACKENDS.get(value.get("BACKEND", DEFAULT_BACKEND), value.get("BACKEND", "")),
-        options=dict(value.get("OPTIONS", {})),
+        backend=backend,
+        options=options,
     )
 
 
