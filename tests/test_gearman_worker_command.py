@@ -54,15 +54,36 @@ def worker_env(address: str) -> dict[str, str]:
 class WorkerCommand:
     """``gearman_worker ARGS`` in a subprocess, its output in files (a pipe could fill up)."""
 
-    def __init__(self, address: str, args: Sequence[str], tmp_path: Path) -> None:
+    def __init__(
+        self, address: str, args: Sequence[str], tmp_path: Path, *, reload: bool = False
+    ) -> None:
+        """``reload``: autoreload mode (a settings module with DEBUG on, no ``--noreload``), in
+        a session of its own, so that a test can Ctrl-C its process group as a terminal does."""
         self.address = address
         self.stdout_path = tmp_path / "worker.out"
         self.stderr_path = tmp_path / "worker.err"
+        self.session = reload
         env = worker_env(address)
-        argv = [sys.executable, "-m", "django", "gearman_worker", "--noreload", *args]
+        argv = [sys.executable, "-m", "django", "gearman_worker", *args]
+        if reload:
+            (tmp_path / "debug_settings.py").write_text(
+                "from tests.settings import *  # noqa: F403\nDEBUG = True\n"
+            )
+            env.update(
+                DJANGO_SETTINGS_MODULE="debug_settings",
+                PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
+            )
+        else:
+            argv.insert(4, "--noreload")
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+                argv,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=self.session,
             )
 
     @property
@@ -110,7 +131,8 @@ class WorkerCommand:
             ) from None
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit; always reaped."""
+        """SIGTERM, then SIGKILL if it does not exit; always reaped. A worker in a session of its
+        own has its whole process group killed as well (the reloader's child, the pool's)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -118,6 +140,11 @@ class WorkerCommand:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process.wait(10)
+        if self.session:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture
@@ -134,10 +161,10 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
     """``start(address, *args)`` -> a running :class:`WorkerCommand`; all are stopped at the end."""
     started: list[WorkerCommand] = []
 
-    def start(address: str, *args: str) -> WorkerCommand:
+    def start(address: str, *args: str, reload: bool = False) -> WorkerCommand:
         folder = tmp_path / f"worker{len(started)}"
         folder.mkdir()
-        worker = WorkerCommand(address, args, folder)
+        worker = WorkerCommand(address, args, folder, reload=reload)
         started.append(worker)
         return worker
 
@@ -217,6 +244,61 @@ def test_sigterm_lets_the_running_job_finish_then_exits_0(
     assert not submitter.is_alive(), "run_many did not return"
     assert results == [7], worker.output()
     assert "warm shutdown" in worker.stderr
+
+
+STOP_LINE = "django_gearman.worker: worker stopped (warm): every job it took has finished"
+
+
+def test_stop_is_logged_without_reload(gearman: str, start_worker: Any) -> None:
+    worker = start_worker(gearman)
+    lines = worker.banner()
+    assert not any("Autoreload" in line for line in lines), lines
+    worker.wait_ready(tasks.add.function_name)
+    worker.process.send_signal(signal.SIGINT)
+    assert worker.wait() == 0, worker.output()
+    assert STOP_LINE in worker.stderr, worker.output()
+
+
+def test_reload_mode_says_so_and_stops_warmly_on_sigint(gearman: str, start_worker: Any) -> None:
+    worker = start_worker(gearman, reload=True)
+    lines = worker.banner()
+    assert (
+        "Autoreload: on because DEBUG is True: the worker restarts when code changes "
+        "(--noreload turns it off)."
+    ) in lines, lines
+    worker.wait_ready(tasks.add.function_name)
+    worker.process.send_signal(signal.SIGINT)  # to the reloader's process only
+    assert worker.wait() == 0, worker.output()
+    assert STOP_LINE in worker.stderr, worker.output()
+    assert "Traceback" not in worker.stderr, worker.output()
+
+
+@pytest.mark.parametrize("pool", ["processes", "threads"])
+def test_ctrl_c_in_reload_mode_lets_the_running_job_finish(
+    gearman: str, start_worker: Any, pool: str
+) -> None:
+    function = tasks.sleep_then.function_name
+    worker = start_worker(gearman, "--pool", pool, reload=True)
+    worker.wait_ready(function)
+    results: list[Any] = []
+    submitter = threading.Thread(
+        target=lambda: results.append(run_many([(tasks.sleep_then, [1.0, 7], {})])[0]), daemon=True
+    )
+    submitter.start()
+    try:
+        wait_for(
+            lambda: queue_status(gearman, function) == (1, 1) and _running(gearman, function),
+            what="the job to start",
+        )
+        os.killpg(worker.pid, signal.SIGINT)  # Ctrl-C: the whole process group gets SIGINT
+        assert worker.wait() == 0, worker.output()
+    finally:
+        submitter.join(40)  # run_many's own timeout is 30 s (the fixture's settings)
+    assert not submitter.is_alive(), "run_many did not return"
+    assert results == [7], worker.output()
+    assert "warm shutdown" in worker.stderr, worker.output()
+    assert STOP_LINE in worker.stderr, worker.output()
+    assert "received again" not in worker.stderr, worker.output()  # one Ctrl-C, not two
 
 
 def _running(address: str, function: str) -> bool:
@@ -309,7 +391,9 @@ def test_bad_options_and_settings_are_readable_errors() -> None:
     assert result.returncode != 0 and "No task in queue(s) 'nowhere'" in result.stderr
     result = run_command(url="gearman://127.0.0.1:notaport")
     assert (
-        result.returncode != 0 and "SERVERS" in result.stderr and "Traceback" not in result.stderr
+        result.returncode != 0
+        and "is not a list of job servers" in result.stderr
+        and "Traceback" not in result.stderr
     )
     result = run_command("--alias", "other")
     assert result.returncode != 0 and "no Gearman alias 'other'" in result.stderr

@@ -11,7 +11,7 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..errors import StartupError, UsageError
@@ -48,12 +48,20 @@ def parse_addrport(value: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, default_queue: str = "memory") -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    default_queue: str = "memory",
+    default_addrport: str | None = f"{DEFAULT_ADDR}:{DEFAULT_PORT}",
+    addrport_help: str = "default 127.0.0.1:4730",
+) -> None:
+    """The options of both front ends. ``manage.py gearmand`` passes ``default_addrport=None``
+    (it then listens where the GEARMAN alias points) and says so in ``addrport_help``."""
     parser.add_argument(
         "addrport",
         nargs="?",
-        default=f"{DEFAULT_ADDR}:{DEFAULT_PORT}",
-        help="[addr:]port to listen on (default 127.0.0.1:4730; port 0 picks a free one)",
+        default=default_addrport,
+        help=f"[addr:]port to listen on ({addrport_help}; port 0 picks a free one)",
     )
     parser.add_argument(
         "--queue",
@@ -123,7 +131,8 @@ def _loop_factory(
     except ImportError as error:
         if choice == "uvloop":
             raise StartupError(
-                "--loop uvloop: uvloop is not installed (pip install 'django-gearman[uvloop]')"
+                "--loop uvloop: uvloop is not installed "
+                "(pip install 'django-gearman-tasks[uvloop]')"
             ) from error
         return "asyncio", None
     return "uvloop", uvloop.new_event_loop
@@ -207,12 +216,23 @@ def _stop(server: GearmanServer, sig: int, *, graceful: bool) -> None:
     asyncio.ensure_future(server.close(graceful=graceful))
 
 
-def banner(server: GearmanServer, loop_name: str) -> str:
-    """What the server prints once it listens (``python -m`` and ``manage.py gearmand``)."""
+def banner(
+    server: GearmanServer, loop_name: str, *, source: str = "", notes: Sequence[str] = ()
+) -> str:
+    """What the server prints once it listens (``python -m`` and ``manage.py gearmand``).
+
+    ``source`` says where the address came from (``"from GEARMAN_URL"``); ``notes`` are extra
+    lines (warnings) printed before the last one.
+    """
     queue = getattr(server.store, "path", None) or "memory (background jobs are lost on exit)"
-    return (
-        f"Gearman job server listening on {server.host}:{server.port} ({loop_name})\n"
-        f"Queue: {queue}\nQuit the server with CONTROL-C."
+    where = f" ({source})" if source else ""
+    return "\n".join(
+        [
+            f"Gearman job server listening on {server.host}:{server.port}{where} ({loop_name})",
+            f"Queue: {queue}",
+            *notes,
+            "Quit the server with CONTROL-C.",
+        ]
     )
 
 

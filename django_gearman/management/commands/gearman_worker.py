@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +36,10 @@ from django_gearman.tasks.runner import offered_functions
 logger = logging.getLogger("django_gearman.worker")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: The exit status with which Django's reloader ends a child whose code changed.
+RELOAD_STATUS = 3
+
+Pool = ProcessPool | ThreadPool
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -133,29 +142,49 @@ class Command(BaseCommand):
         spec = self.make_spec(options)  # validate before any reloader starts
         self.configure_logging(options["log_level"], options["pool"])
         use_reloader = options["use_reloader"]
+        reason = "--reload"
         if use_reloader is None:
             use_reloader = bool(settings.DEBUG)
+            reason = "DEBUG is True"
         if options["burst"]:
             use_reloader = False
-        if use_reloader:
-            autoreload.run_with_reloader(self.inner_run, spec=None, **options)
-            return
-        status = self.inner_run(spec=spec, **options)
+        options["reload_reason"] = reason if use_reloader else None
+        if not use_reloader:
+            status = self.inner_run(spec=spec, **options)
+        elif os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true":
+            status = _ReloadedRun(self, options).run()
+        else:
+            status = _supervise_reloads()
         if status:
             sys.exit(status)
 
-    def inner_run(self, *, spec: WorkerSpec | None, **options: Any) -> int:
-        """Print the banner and run the pool; the exit status. Under --reload this runs in the
-        reloader's thread, once per code change, so the functions are chosen again."""
+    def inner_run(
+        self,
+        *,
+        spec: WorkerSpec | None,
+        on_pool: Callable[[Pool], None] | None = None,
+        **options: Any,
+    ) -> int:
+        """Print the banner, run the pool and log the stop line; the exit status. Under
+        autoreload this runs in a thread of the reloader's child, once per code change, so the
+        functions are chosen again; ``on_pool`` is then told the pool, to stop it on signals."""
         if spec is None:
             spec = self.make_spec(options)
         self.banner(spec, options)
-        pool: ProcessPool | ThreadPool
+        pool: Pool
         if options["pool"] == "processes":
             pool = ProcessPool(spec, before_fork=connections.close_all)  # no child shares a DB
         else:
             pool = ThreadPool(spec)
-        return pool.run()
+        if on_pool is not None:
+            on_pool(pool)
+        try:
+            status = pool.run()
+        except SystemExit as stop:  # the ThreadPool's cold shutdown (a second signal)
+            log_stopped(stop.code)
+            raise
+        log_stopped(status)
+        return status
 
     def make_spec(self, options: dict[str, Any]) -> WorkerSpec:
         """Check the settings and options and choose the functions; CommandError if wrong."""
@@ -207,7 +236,126 @@ class Command(BaseCommand):
             f"Running: {', '.join(modes)}",
             f"Functions ({len(spec.functions)}):",
             *(f"  {function.name}" for function in spec.functions),
-            "Quit the worker with CONTROL-C.",
         ]
+        reason = options.get("reload_reason")
+        if reason == "DEBUG is True":
+            lines.append(
+                "Autoreload: on because DEBUG is True: the worker restarts when code changes "
+                "(--noreload turns it off)."
+            )
+        elif reason:
+            lines.append(f"Autoreload: on ({reason}): the worker restarts when code changes.")
+        lines.append("Quit the worker with CONTROL-C.")
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
+
+
+# -- stopping, and autoreload ------------------------------------------------------------------
+
+
+def log_stopped(status: object) -> None:
+    """The last line a worker logs, in both modes: warm (every job it took finished) or cold."""
+    if not status:
+        logger.info("worker stopped (warm): every job it took has finished")
+    else:
+        logger.warning(
+            "worker stopped (cold, exit status %s): the jobs in hand were cut short", status
+        )
+
+
+def _supervise_reloads() -> int:
+    """The reloader's parent process: run this command again in a child (with Django's
+    DJANGO_AUTORELOAD_ENV set), and again whenever it exits with 3 (its code changed).
+
+    Django's own parent (``autoreload.run_with_reloader``) kills the child a quarter second
+    after Ctrl-C, cutting the running job short. This one forwards each SIGINT or SIGTERM to
+    the child as SIGTERM, so the first is a warm shutdown and a second a cold one, and exits
+    with the child's status. (The child ignores SIGINT: Ctrl-C reaches the whole process group,
+    and counting it twice would make the first Ctrl-C a cold shutdown.)
+    """
+    env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
+    if "-u" in getattr(sys, "orig_argv", ())[1:]:  # as Django 6's reloader: keep python -u
+        env.setdefault("PYTHONUNBUFFERED", "1")
+    args = autoreload.get_child_arguments()
+    received: list[int] = []  # appended by the handler, forwarded by the loop
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while True:
+            child = subprocess.Popen(args, env=env, close_fds=False)
+            while True:
+                while received:
+                    received.pop()
+                    child.send_signal(signal.SIGTERM)
+                try:
+                    code = child.wait(0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            if code != RELOAD_STATUS:
+                return code if code >= 0 else 128 - code
+            if received:  # stopped while it restarted
+                return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _ReloadedRun:
+    """The reloader's child process: the pool in a thread, Django's file watcher in the main
+    thread (which takes the signals), as ``autoreload.run_with_reloader`` does, but with a warm
+    shutdown: SIGTERM (Ctrl-C, forwarded by the parent) asks the pool to stop after the jobs in
+    hand, as it does outside autoreload; a second SIGTERM is a cold shutdown. The process exits
+    once the pool stopped, or with 3 when code changed (the parent then starts a fresh one)."""
+
+    def __init__(self, command: Command, options: dict[str, Any]) -> None:
+        self.command = command
+        self.options = options
+        self.reloader = autoreload.get_reloader()
+        self.pool: Pool | None = None
+        self.signals = 0  # received before the pool existed
+        self.status = 0
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards Ctrl-C as SIGTERM
+        signal.signal(signal.SIGTERM, self.on_signal)
+        logger.debug("watching for file changes with %s", type(self.reloader).__name__)
+        thread = threading.Thread(target=self.work, name="django-main-thread", daemon=True)
+        thread.start()
+        try:
+            while not self.reloader.should_stop:
+                self.reloader.run(thread)
+        except SystemExit as stop:
+            if stop.code != RELOAD_STATUS:
+                log_stopped(stop.code)  # the ThreadPool's cold shutdown, raised in this thread
+            raise
+        return self.status
+
+    def work(self) -> None:
+        """The pool's thread; stops the watcher when the pool stopped. A crash (an error in
+        code being edited) leaves the watcher running, so that fixing the code restarts it."""
+        try:
+            if self.signals:
+                return
+            self.status = self.command.inner_run(spec=None, on_pool=self.set_pool, **self.options)
+        except BaseException:
+            logger.exception("the worker failed; it restarts when code changes")
+            return
+        self.reloader.stop()
+
+    def set_pool(self, pool: Pool) -> None:
+        self.pool = pool
+        for _ in range(self.signals):
+            self.on_signal(signal.SIGTERM, None)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Pass the signal to the pool as if it had its handlers installed (it has not, in a
+        thread): the first asks for a warm shutdown, a second a cold one."""
+        if self.pool is None:
+            self.signals += 1
+            if self.signals > 1:
+                raise SystemExit(128 + signum)
+            return
+        self.pool._on_signal(signum, frame)  # the pool's own (private) signal handler

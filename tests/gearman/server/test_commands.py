@@ -132,7 +132,7 @@ def test_loop_uvloop_without_uvloop_says_how_to_install_it() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert process.returncode == 1
-    assert "uvloop is not installed (pip install 'django-gearman[uvloop]')" in process.stderr
+    assert "uvloop is not installed (pip install 'django-gearman-tasks[uvloop]')" in process.stderr
 
 
 def test_bad_options_fail_at_start() -> None:

@@ -83,6 +83,7 @@ class SqliteStore(JobStore):
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise StoreError(f"the directory {directory!r} for the job store does not exist")
+        _create_private(self.path)
         self.max_batch = max_batch
         self.commits = 0
         self._db: sqlite3.Connection | None
@@ -282,6 +283,23 @@ class SqliteStore(JobStore):
             return error
         self.commits += 1
         return None
+
+
+def _create_private(path: str) -> None:
+    """Create the store file readable by its owner only (0600) if it does not exist yet.
+
+    The queue holds every background job's arguments, so no other user should read it. SQLite
+    gives its -wal, -shm and -journal files the database file's permissions, so those are 0600
+    too. ``O_CREAT`` with mode 0600 is atomic (no moment with wider permissions, and the umask
+    can only narrow it) and leaves an existing file, and its mode, alone.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as error:
+        raise StoreError(f"{path!r}: {error.strerror or error}") from error
+    os.close(fd)
 
 
 def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
