@@ -147,6 +147,12 @@ class ThreadPool:
                 with self._lock:
                     self.workers.remove(worker)
 
+    def request_shutdown(self, signum: int) -> None:
+        """Act as if this process got ``signum`` (SIGINT or SIGTERM): the first call is a warm
+        shutdown, a second a cold one. For a caller that owns the process's signals (the
+        worker command's autoreloader runs the pool in a thread, where it installs none)."""
+        self._on_signal(signum, None)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if not self._stopping.is_set():
@@ -252,6 +258,12 @@ class ProcessPool:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+
+    def request_shutdown(self, signum: int) -> None:
+        """Act as if this process got ``signum`` (SIGINT or SIGTERM): the first call is a warm
+        shutdown, a second a cold one. For a caller that owns the process's signals (the
+        worker command's autoreloader runs the pool in a thread, where it installs none)."""
+        self._on_signal(signum, None)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals.append(signum)  # acted on by the loop (the wakeup fd wakes it)

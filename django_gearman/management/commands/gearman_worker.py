@@ -358,4 +358,4 @@ class _ReloadedRun:
             if self.signals > 1:
                 raise SystemExit(128 + signum)
             return
-        self.pool._on_signal(signum, frame)  # the pool's own (private) signal handler
+        self.pool.request_shutdown(signum)
