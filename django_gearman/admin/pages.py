@@ -8,7 +8,7 @@ view (:mod:`.monitor`); a page refreshes its tables in place every few seconds.
 Seeing a page needs its view permission (``django_gearman.view_queuestatus``, ``view_workerlist``,
 ``view_joblist``). Changing anything (cancel a job, drop a function, retry a failed task) needs a
 superuser or ``django_gearman.manage_queues``, goes through a confirmation page and a CSRF-checked
-POST, and is written to the admin log. The task results table is :mod:`.results`.
+POST, and is written to the admin log. The task results table is :mod:`~.admin.results`.
 """
 
 from __future__ import annotations

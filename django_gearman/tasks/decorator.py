@@ -18,7 +18,7 @@ plus the alias's ``PREFIX``. Arguments and results travel as JSON
 (:mod:`django_gearman.gearman.envelope`). Every call is prepared here, checked, and handed to the
 alias's client backend (``clients[alias].run_tasks``): the real client, or a test double that
 gets the very same :class:`~django_gearman.gearman.jobs.Task`. Tasks register themselves in
-:data:`~.registry.registry` when their module is imported; the app imports every installed
+:data:`registry` when their module is imported; the app imports every installed
 app's ``tasks.py`` at start-up, so the worker finds them.
 """
 

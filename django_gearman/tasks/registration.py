@@ -25,7 +25,7 @@ T = TypeVar("T", bound=Registered)
 
 class TaskRegistry(dict[str, T]):
     """Task name -> task. Names defined twice (by different functions) are kept in
-    :attr:`duplicates` for the system check (``django_gearman.E010``)."""
+    ``duplicates`` for the system check (``django_gearman.E010``)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ event names the token(s) it concerns, so the caller keeps no bookkeeping of its 
 :class:`AdminConnection` does the same for the text protocol: one :class:`AdminReply` per
 command, in order.
 
-No I/O here: see :mod:`.connection`.
+No I/O here: see :mod:`~django_gearman.gearman.protocol.connection`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ one finds nothing, and reports :class:`WentToSleep` / :class:`Woken`; the caller
 jobs to ask for (its prefetch, what is left of ``max_jobs``). It also refuses to send a result
 for a job it was not given, or twice.
 
-No I/O here: see :mod:`.connection`.
+No I/O here: see :mod:`~django_gearman.gearman.protocol.connection`.
 """
 
 from __future__ import annotations
