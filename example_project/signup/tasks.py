@@ -32,7 +32,7 @@ def send_signup_mail(user_id: int) -> str:
     return user.email
 
 
-@gearman_task
+@gearman_task(queue="reports")  # gearman_worker --queue reports runs only these
 def build_report(days: int) -> dict[str, Any]:
     """Signups per day over the last ``days`` days, one step per day; the caller of
     ``.submit()`` sees the progress (``send_status(step, days)``) as it is made."""
