@@ -345,3 +345,21 @@ def test_ci_runs_the_readme_test_command() -> None:
         if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
     ]
     assert ci == [f"exec {tests}"]
+
+
+def test_the_readme_demo_command_runs_the_signup_flow() -> None:
+    """README.md's first command, in its --check mode: it makes .venv, starts the example
+    project's job server, worker and web server, signs a user up over HTTP and finds the mail."""
+    result = subprocess.run(
+        ["bash", "scripts/demo", "--check", "--port", str(free_port())],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GEARMAN_"))},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "thanks for signing up. This mail was sent by a Gearman worker" in output
+    assert "==> all checks passed" in output
