@@ -93,12 +93,12 @@ def _mask(text: str) -> str:
 
 
 def _seconds(value: Any, *, zero: bool = False) -> float:
-    """A finite number of seconds as a float, > 0 (or >= 0 when ``zero``); ValueError if not."""
+    """A finite number of seconds as a float, > 0 (or >= 0 when ``zero``); UsageError if not."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(value)
+        raise UsageError(value)
     seconds = float(value)  # OverflowError (an ArithmeticError) for a huge int
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
-        raise ValueError(value)
+        raise UsageError(value)
     return seconds
 
 
@@ -109,7 +109,7 @@ def _delay(value: Any) -> float:
 def _packet_size(value: Any) -> int:
     """A packet size: an int that fits the packet header's 32-bit size field, at least 1."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32:
-        raise ValueError(value)
+        raise UsageError(value)
     return value
 
 
@@ -118,13 +118,13 @@ def _client_id(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.isprintable() or value.split() != [value]:
-        raise ValueError(value)  # not a string, control characters, spaces, or empty
+        raise UsageError(value)  # not a string, control characters, spaces, or empty
     return value
 
 
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(value)
+        raise UsageError(value)
     return value
 
 

@@ -183,6 +183,8 @@ class Shell:
             process.wait()
             raise AssertionError(f"{where}: {command!r} did not stop on Ctrl-C") from None
         reader.join(5)
+        if process.stdout is not None:
+            process.stdout.close()
         output = "".join(lines)
         how = " after Ctrl-C" if interrupted else ""
         assert status == 0, f"{where}: {command!r} exited {status}{how}:\n{output}"

@@ -26,6 +26,7 @@ ALLOWED = {
     "Http404": "Django: an admin view found nothing",
     "TaskResultDoesNotExist": "Django Tasks: the contract of get_result()",
     "ArgumentTypeError": "argparse: a bad option value",
+    "ModuleNotFoundError": "an optional framework is not installed (the import protocol)",
 }
 
 

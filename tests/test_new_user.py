@@ -61,7 +61,7 @@ class Terminal:
         self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
         self.env["XDG_STATE_HOME"] = str(home / "state")
         self.env["PYTHONUNBUFFERED"] = "1"
-        self.background: list[tuple[str, subprocess.Popen[bytes], list[str]]] = []
+        self.background: list[tuple[str, subprocess.Popen[bytes], list[str], threading.Thread]] = []
 
     def expand(self, command: str) -> str:
         return with_port(command, self.port).replace(CHECKOUT, str(self.wheel))
@@ -119,8 +119,9 @@ class Terminal:
             for line in iter(process.stdout.readline, b""):
                 lines.append(line.decode(errors="replace"))
 
-        threading.Thread(target=read, daemon=True).start()
-        self.background.append((command, process, lines))
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        self.background.append((command, process, lines, reader))
         deadline = time.monotonic() + 60
         while not any("CONTROL-C" in line for line in lines):
             assert process.poll() is None, f"{where}: {command!r} exited:\n{''.join(lines)}"
@@ -132,7 +133,7 @@ class Terminal:
         """Ctrl-C to every background command (its whole process group, as a terminal does);
         their exit status and output."""
         stopped = []
-        for command, process, lines in reversed(self.background):
+        for command, process, lines, reader in reversed(self.background):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGINT)
             try:
@@ -141,7 +142,9 @@ class Terminal:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 status = None
-            time.sleep(0.1)
+            reader.join(5)  # it has read the last lines
+            if process.stdout is not None:
+                process.stdout.close()
             stopped.append((command, status, "".join(lines)))
         self.background.clear()
         return stopped
