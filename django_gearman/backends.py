@@ -11,8 +11,12 @@ Works with ``django.tasks`` (Django 6.x) and with the ``django-tasks`` backport 
 - Each queue of the backend is one Gearman function, ``django_tasks.<queue>`` (plus the
   ``GEARMAN`` alias's prefix); the envelope's ``meta`` names the task (its module path) and the
   result row. ``manage.py gearman_worker`` offers these functions too (see
-  :func:`worker_functions`): the worker imports the task, checks that it is a Task, runs it,
-  and records RUNNING, then SUCCESSFUL with the return value or FAILED with the traceback.
+  :func:`worker_functions`): the worker finds the task among the Task objects of modules it has
+  imported (every installed app's ``tasks`` module; it imports no module a job names), runs it
+  only for the READY row ``enqueue()`` wrote, of that task, backend and queue (the job's
+  function), and records RUNNING, then SUCCESSFUL with the return value or FAILED with the
+  traceback. A job naming anything else fails
+  (:class:`~django_gearman.gearman.errors.UsageError`) and touches no row.
 - ``get_result(id)`` reads that row, so results are visible from any process.
 
 ``OPTIONS``: ``"ALIAS"``: the ``GEARMAN`` alias to submit to (default ``"default"``).
@@ -20,17 +24,19 @@ Works with ``django.tasks`` (Django 6.x) and with the ``django-tasks`` backport 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
 from django.utils.crypto import get_random_string
-from django.utils.module_loading import import_string
+from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import conf
 from .clients import clients
@@ -153,6 +159,7 @@ def worker_queues(
 ) -> dict[str, tuple[str, Callable[[Job], bytes]]]:
     """Gearman function -> (queue, worker callback) for every queue of every GearmanBackend in
     TASKS (those submitting to the ``GEARMAN`` alias ``gearman_alias``, or all)."""
+    _discover_task_modules()  # at worker start: the modules its jobs' tasks may come from
     functions: dict[str, tuple[str, Callable[[Job], bytes]]] = {}
     for alias in task_backends:
         backend = task_backends[alias]
@@ -170,7 +177,10 @@ def worker_functions() -> dict[str, Callable[[Job], bytes]]:
 
 def run_job(job: Job) -> bytes:
     """Run one Django Tasks job on a worker, record its outcome in its result row, and log it
-    as ``@gearman_task`` jobs are logged (:mod:`django_gearman.tasks.outcomes`)."""
+    as ``@gearman_task`` jobs are logged (:mod:`django_gearman.tasks.outcomes`).
+
+    Only the task and row ``enqueue()`` queued run: a job naming a task no imported module
+    holds, or a row that is not its READY one on this queue, fails and changes no row."""
     from django.db import close_old_connections  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -189,31 +199,36 @@ def run_job(job: Job) -> bytes:
 
 
 def _run_recorded(job: Job, call: Call, task_path: str, result_id: str, started: float) -> bytes:
+    """Check the job against its row, claim the row (RUNNING), run the task, record the end."""
     from .models import TaskResultRecord  # noqa: PLC0415 - models need the app registry
 
     note = f"result {result_id}"
     try:
-        record = TaskResultRecord.objects.filter(pk=result_id).first()
-        task = _import_task(task_path)
+        record = _claimable_record(job, call, task_path, result_id)
+        task = _task_for(record)
+        now = timezone.now()
+        worker_ids = [*record.worker_ids, f"{socket.gethostname()}-{os.getpid()}"]
+        # Claimed only as read: a second job for this row (a duplicate submit) finds it changed.
+        claimed = TaskResultRecord.objects.filter(
+            pk=record.pk, status=record.status, last_attempted_at=record.last_attempted_at
+        ).update(
+            status=TaskResultRecord.Status.RUNNING,
+            started_at=record.started_at or now,
+            last_attempted_at=now,
+            worker_ids=worker_ids,
+        )
+        if not claimed:
+            raise UsageError(
+                f"the result row {result_id!r} changed while this job claimed it "
+                "(another job for it runs)"
+            )
     except Exception as error:
         log_failure(task_path, job, error, started, 1, note)
         raise
-    now = timezone.now()
-    worker_id = f"{socket.gethostname()}-{os.getpid()}"
-    if record is None:  # enqueued by another client, or its row was deleted: make one
-        record = TaskResultRecord(
-            id=result_id,
-            task_path=task_path,
-            backend=str(call.meta.get("backend", "default")),
-            queue_name=task.queue_name,
-            args=call.args,
-            kwargs=call.kwargs,
-        )
     record.status = TaskResultRecord.Status.RUNNING
     record.started_at = record.started_at or now
     record.last_attempted_at = now
-    record.worker_ids = [*record.worker_ids, worker_id]
-    record.save()
+    record.worker_ids = worker_ids
     attempt = len(record.worker_ids)
     result = _to_result(task, record)
     task_started.send(sender=GearmanBackend, task_result=result)
@@ -241,6 +256,113 @@ def _run_recorded(job: Job, call: Call, task_path: str, result_id: str, started:
     return data
 
 
+def _claimable_record(job: Job, call: Call, task_path: str, result_id: str) -> Any:
+    """The row ``enqueue()`` wrote for this job, or :class:`UsageError`.
+
+    Anyone who reaches the job server can submit a job, so the envelope only *names* a row: the
+    row must exist (a job no ``enqueue()`` queued has none), be READY (or RUNNING: the server
+    re-queued the job after its worker died), be this task's, with this job's arguments, and
+    belong to a backend and queue whose Gearman function is the one the job arrived on.
+    """
+    from .models import TaskResultRecord  # noqa: PLC0415 - models need the app registry
+
+    queues = _function_queues(job.function)
+    if not queues:
+        raise UsageError(
+            f"the Gearman function {job.function!r} is no queue of a GearmanBackend in TASKS"
+        )
+    record = TaskResultRecord.objects.filter(pk=result_id).first()
+    if record is None:
+        raise UsageError(
+            f"no result row {result_id!r}: a Django Tasks job runs only for the READY row its "
+            "enqueue() wrote (a job from another client, or a row deleted since)"
+        )
+    if record.task_path != task_path:
+        raise UsageError(
+            f"the result row {result_id!r} is the task {record.task_path!r}'s, not {task_path!r}'s"
+        )
+    if (record.backend, record.queue_name) not in queues:
+        raise UsageError(
+            f"the result row {result_id!r} is of backend {record.backend!r}, queue "
+            f"{record.queue_name!r}, whose jobs do not come on {job.function!r}"
+        )
+    meta_backend = call.meta.get("backend", record.backend)
+    if meta_backend != record.backend:
+        raise UsageError(
+            f"the job names backend {meta_backend!r}, its result row {result_id!r} "
+            f"backend {record.backend!r}"
+        )
+    if record.status not in (TaskResultRecord.Status.READY, TaskResultRecord.Status.RUNNING):
+        raise UsageError(
+            f"the result row {result_id!r} is {record.status}, not READY: its task has run"
+        )
+    if call.args != record.args or call.kwargs != record.kwargs:
+        raise UsageError(
+            f"the job's arguments are not those its result row {result_id!r} was enqueued with"
+        )
+    return record
+
+
+def _function_queues(function: str) -> set[tuple[str, str]]:
+    """(backend alias, queue) of every GearmanBackend queue whose Gearman function is
+    ``function``: the only rows a job arriving on it may run (read per job, as TASKS is)."""
+    queues: set[tuple[str, str]] = set()
+    for alias in task_backends:
+        backend = task_backends[alias]
+        if isinstance(backend, GearmanBackend):
+            queues.update(
+                (alias, queue)
+                for queue in backend.queues
+                if backend.function_name(queue) == function
+            )
+    return queues
+
+
+def _task_for(record: Any) -> Task:
+    """The Task that runs ``record``: found among imported modules (:func:`_imported_task`),
+    with the backend, queue and priority it was enqueued with, as ``get_result()`` makes it
+    (``task.using(queue_name=...)`` enqueues a copy on another queue)."""
+    task = _imported_task(record.task_path)
+    return task.using(
+        priority=record.priority, queue_name=record.queue_name, backend=record.backend
+    )
+
+
+@functools.cache
+def _discover_task_modules() -> None:
+    """Import every installed app's ``tasks`` module, once, as the app does at start-up: the
+    modules a worker's Django Tasks come from."""
+    autodiscover_modules("tasks")
+
+
+def _imported_task(path: str) -> Task:
+    """The Task whose ``module_path`` is ``path``, in a module this process has imported
+    already (every installed app's ``tasks`` module, and what those import); UsageError else.
+
+    Nothing is imported: a job names its task, and importing what a job names runs any
+    module's import side effects before any check. A Task is a module-level function
+    (``validate_task`` says so), so it is the global ``name`` of the module ``path`` names.
+    The module's ``__dict__`` is read, not its attributes, so no module ``__getattr__`` runs.
+    """
+    _discover_task_modules()
+    module_name, _, name = path.rpartition(".")
+    module = sys.modules.get(module_name) if module_name else None
+    # object.__getattribute__: a lazy module's own __getattribute__ would load it.
+    task = (
+        object.__getattribute__(module, "__dict__").get(name)
+        if isinstance(module, types.ModuleType)
+        else None
+    )
+    if not isinstance(task, Task) or task.module_path != path:
+        raise UsageError(
+            f"{path!r} is not a task of a module this worker imported: a worker imports no "
+            "module a job names, so define the task in an installed app's tasks module (or "
+            "import its module there)"
+            + (f" ({type(task).__name__}, not a Task)" if task is not None else "")
+        )
+    return task
+
+
 def quiet_framework_logs() -> None:
     """Turn off the Tasks framework's own ``Task id=... state=...`` log lines in this process.
 
@@ -256,6 +378,8 @@ def quiet_framework_logs() -> None:
 
 
 def _import_task(path: str) -> Task:
+    """The Task at ``path``, imported if need be: for :meth:`GearmanBackend.get_result`, whose
+    path is one a row holds (``enqueue()`` wrote it), never for a job's (:func:`_imported_task`)."""
     try:
         task = import_string(path)
     except ImportError as error:
