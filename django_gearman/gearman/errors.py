@@ -16,7 +16,9 @@ The tree, by kind (catch the branch you mean; ``except GearmanError`` catches th
     │   ├── JobFailed                 WORK_FAIL
     │   ├── JobException              WORK_EXCEPTION
     │   ├── JobTimeout                no result in time
+    │   ├── TimeLimitExceeded         the worker failed a job that ran past its time_limit
     │   └── TaskError                 a @gearman_task failed on its worker (django_gearman.tasks)
+    ├── SoftTimeLimitExceeded         raised inside a job that ran past its soft_time_limit
     ├── EnvelopeError                 a value the JSON wire format cannot carry (also a ValueError)
     ├── StoreError                    the server's durable queue cannot be used (also an OSError)
     │   └── StoreClosed
@@ -50,9 +52,11 @@ __all__ = [
     "ServerError",
     "ServerTimeout",
     "ServerUnavailable",
+    "SoftTimeLimitExceeded",
     "StartupError",
     "StoreClosed",
     "StoreError",
+    "TimeLimitExceeded",
     "UsageError",
 ]
 
@@ -186,6 +190,32 @@ class JobTimeout(JobError):
         super().__init__(message, handle=handle)
         self.function = function
         self.workers = workers
+
+
+class TimeLimitExceeded(JobError):
+    """A job ran past its ``time_limit``: the worker failed it (WORK_EXCEPTION with this type)
+    and its process was killed or its thread abandoned. A client sees it as the job's
+    exception (a ``@gearman_task``'s ``.submit()`` as a TaskError of this type)."""
+
+    def __init__(
+        self,
+        message: str = "the job ran past its time limit",
+        *,
+        handle: str | None = None,
+        limit: float | None = None,
+    ) -> None:
+        super().__init__(message, handle=handle)
+        self.limit = limit
+
+
+class SoftTimeLimitExceeded(GearmanError):
+    """Raised inside a job that ran past its ``soft_time_limit``, so it can clean up (catch it)
+    before its ``time_limit`` ends it. Not a JobError: code that waits on other jobs and catches
+    JobError does not swallow it. Raised without arguments in a thread (``PyThreadState_
+    SetAsyncExc`` takes a class), hence the default message."""
+
+    def __init__(self, message: str = "the job ran past its soft time limit") -> None:
+        super().__init__(message)
 
 
 # -- payloads, the store, start-up, arguments ----------------------------------------------------

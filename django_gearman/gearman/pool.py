@@ -9,6 +9,14 @@
   so each thread has its own). The first signal asks every Worker to stop after its job in
   hand; a second one exits at once.
 
+Time limits: a job past its ``time_limit`` is failed by its Worker (TimeLimitExceeded, on the
+Worker's own connection); then a child exits with :data:`TIME_LIMIT_EXIT` and the supervisor
+starts a fresh one at once (no crash backoff), or a thread is abandoned, still running the
+job, and a fresh Worker with a connection of its own takes its slot. ``shutdown_timeout`` bounds
+a warm shutdown: once it passed, the shutdown goes cold (children SIGKILLed, threads abandoned
+with their connections dropped), the servers re-queue the jobs in hand, and ``run()`` returns
+128 + the signal, as after a second one.
+
 A :class:`WorkerSpec` says how to build each Worker, so every process or thread builds its own.
 ``manage.py gearman_worker`` only parses options into one and runs a pool (rq keeps its pool
 beside its worker in the same way).
@@ -17,6 +25,7 @@ beside its worker in the same way).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import select
@@ -36,6 +45,7 @@ from .worker import Worker
 __all__ = [
     "CRASH_WINDOW",
     "MAX_RESTART_DELAY",
+    "TIME_LIMIT_EXIT",
     "Offered",
     "ProcessPool",
     "ThreadPool",
@@ -47,6 +57,9 @@ logger = logging.getLogger("django_gearman.worker")
 #: A child that ran for less than this many seconds before crashing counts as crash-looping.
 CRASH_WINDOW = 10.0
 MAX_RESTART_DELAY = 30.0
+#: The exit status of a child that failed a job at its time limit (as GNU timeout's 124): the
+#: supervisor logs "killed at its time limit" and starts a fresh child without backoff.
+TIME_LIMIT_EXIT = 124
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,8 @@ class Offered:
     name: str
     callback: Callable[[Job], bytes | str | None]
     timeout: float | None = None
+    soft_time_limit: float | None = None  # seconds: SoftTimeLimitExceeded inside the job
+    time_limit: float | None = None  # seconds: the job is failed, its worker replaced
 
 
 @dataclass(frozen=True)
@@ -69,13 +84,21 @@ class WorkerSpec:
     burst: bool
     max_jobs: int | None
     concurrency: int
+    #: Seconds a warm shutdown may wait for the jobs in hand before it turns cold (None: wait).
+    shutdown_timeout: float | None = None
 
     def build(self, slot: int, *, threaded: bool = False) -> Worker:
         """A fresh Worker for pool slot ``slot`` (1-based), with every function registered."""
         client_id = self.client_id_for(slot, threaded=threaded)
         worker = Worker(list(self.servers), client_id=client_id, prefetch=self.prefetch)
         for function in self.functions:
-            worker.register(function.name, function.callback, timeout=function.timeout)
+            worker.register(
+                function.name,
+                function.callback,
+                timeout=function.timeout,
+                soft_time_limit=function.soft_time_limit,
+                time_limit=function.time_limit,
+            )
         return worker
 
     def client_id_for(self, slot: int, *, threaded: bool = False) -> str:
@@ -93,11 +116,18 @@ class ThreadPool:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.workers: list[Worker] = []
-        self._lock = threading.Lock()
+        # Reentrant: the main thread's signal handler takes it, and so does the main thread.
+        self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._threads: dict[int, threading.Thread] = {}  # slot -> the thread serving it now
+        self._abandoned: list[threading.Thread] = []  # left running a job past its limit
+        self._cold_at: float | None = None  # when a warm shutdown turns cold
+        self._signum = 0  # the signal that began the shutdown
+        self._status = 0
 
     def run(self) -> int:
-        """Run until every thread's Worker stopped, and return 0; a second signal raises
+        """Run until every thread's Worker stopped; return 0, or 128 + the signal when the
+        ``shutdown_timeout`` made the shutdown cold. A second signal raises
         SystemExit(128 + signal)."""
         in_main = threading.current_thread() is threading.main_thread()
         previous = (
@@ -107,27 +137,72 @@ class ThreadPool:
         )
         for sig in previous:
             signal.signal(sig, self._on_signal)
-        threads = [
-            threading.Thread(
-                target=self._thread_main, args=(slot,), name=f"gearman-worker-{slot}", daemon=True
-            )
-            for slot in range(1, self.spec.concurrency + 1)
-        ]
         try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.5)  # a timeout, so signal handlers run promptly
+            for slot in range(1, self.spec.concurrency + 1):
+                self._start_thread(slot, f"gearman-worker-{slot}")
+            while True:
+                with self._lock:
+                    live = [thread for thread in self._threads.values() if thread.is_alive()]
+                if not live:
+                    break
+                wait = 0.5  # a timeout, so signal handlers run promptly
+                if self._cold_at is not None:
+                    wait = min(wait, self._cold_at - time.monotonic())
+                    if wait <= 0:
+                        self._go_cold(len(live))
+                        break
+                live[0].join(wait)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return 0
+        return self._status
+
+    def _start_thread(self, slot: int, name: str) -> None:
+        thread = threading.Thread(target=self._thread_main, args=(slot,), name=name, daemon=True)
+        with self._lock:
+            self._threads[slot] = thread
+        thread.start()
+
+    def _go_cold(self, busy: int) -> None:
+        logger.warning(
+            "shutdown timeout of %g s passed with %d worker thread(s) still running a job: cold "
+            "shutdown (their connections are dropped, so the servers re-queue the jobs; the "
+            "threads are abandoned)",
+            self.spec.shutdown_timeout,
+            busy,
+        )
+        with self._lock:
+            workers = list(self.workers)
+        for worker in workers:
+            worker.abandon()
+        self._status = 128 + self._signum
+
+    def _replace(self, slot: int, worker: Worker, job: Job) -> None:
+        """``worker``'s job ran past its time limit and was failed: abandon its thread, which
+        still runs the job, and give the slot a fresh Worker (a connection of its own)."""
+        worker.request_stop()  # should the job ever return, the old Worker ends there
+        with self._lock:
+            stuck = self._threads.pop(slot, None)  # run() waits for it no more
+            if stuck is not None:
+                self._abandoned.append(stuck)
+            if worker in self.workers:
+                self.workers.remove(worker)
+            fresh = not self._stopping.is_set()
+        logger.warning(
+            "abandoning thread %s, still running %s past its time limit (whatever it returns is "
+            "discarded)%s",
+            stuck.name if stuck is not None else "?",
+            job,
+            "; a fresh Worker takes its place" if fresh else "",
+        )
+        if fresh:
+            self._start_thread(slot, f"gearman-worker-{slot}.{len(self._abandoned)}")
 
     def _thread_main(self, slot: int) -> None:
         crashes = 0
         while not self._stopping.is_set():
             worker = self.spec.build(slot, threaded=True)
+            worker.on_time_limit = functools.partial(self._replace, slot, worker)
             with self._lock:
                 self.workers.append(worker)
             if self._stopping.is_set():  # a stop requested while building
@@ -139,13 +214,16 @@ class ThreadPool:
                 )
                 return
             except Exception:
+                if self._threads.get(slot) is not threading.current_thread():
+                    return  # abandoned at a time limit: the slot has a fresh thread
                 crashes = crashes + 1 if time.monotonic() - started < CRASH_WINDOW else 1
                 delay = _restart_delay(crashes)
                 logger.exception("worker thread %d crashed; restarting it in %.1f s", slot, delay)
                 self._stopping.wait(delay)
             finally:
                 with self._lock:
-                    self.workers.remove(worker)
+                    if worker in self.workers:
+                        self.workers.remove(worker)
 
     def request_shutdown(self, signum: int) -> None:
         """Act as if this process got ``signum`` (SIGINT or SIGTERM): the first call is a warm
@@ -162,6 +240,9 @@ class ThreadPool:
                 name,
             )
             self._stopping.set()
+            self._signum = signum
+            if self.spec.shutdown_timeout is not None:
+                self._cold_at = time.monotonic() + self.spec.shutdown_timeout
             with self._lock:
                 workers = list(self.workers)
             for worker in workers:
@@ -195,6 +276,8 @@ class ProcessPool:
         self._signals: list[int] = []
         self._stopping = False
         self._status = 0
+        self._cold_at: float | None = None  # when a warm shutdown turns cold
+        self._signum = 0  # the signal that began the shutdown
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)  # noqa: FBT003 - socket's own API
         self._wake_w.setblocking(False)  # noqa: FBT003 - socket's own API
@@ -234,6 +317,17 @@ class ProcessPool:
         while self._signals:
             self._handle_signal(self._signals.pop(0))
         now = time.monotonic()
+        if self._cold_at is not None and now >= self._cold_at and not self._status:
+            busy = [child for child in self.children if child.pid is not None]
+            if busy:
+                logger.warning(
+                    "shutdown timeout of %g s passed with %d worker(s) still running a job: cold "
+                    "shutdown (killing them; the servers re-queue their jobs)",
+                    self.spec.shutdown_timeout,
+                    len(busy),
+                )
+                self._status = 128 + self._signum
+                self._kill_all(signal.SIGKILL)
         if not self._stopping:
             for child in self.children:
                 if child.pid is None and child.restart_at is not None and child.restart_at <= now:
@@ -249,6 +343,8 @@ class ProcessPool:
             for child in self.children
             if child.pid is None and child.restart_at is not None
         ]
+        if self._cold_at is not None and not self._status:
+            due.append(self._cold_at)
         timeout = max(0.0, min(due) - time.monotonic()) if due else None
         if not in_main:  # no SIGCHLD to wake us: poll
             timeout = 0.2 if timeout is None else min(timeout, 0.2)
@@ -272,6 +368,9 @@ class ProcessPool:
         name = signal.Signals(signum).name
         if not self._stopping:
             self._stopping = True
+            self._signum = signum
+            if self.spec.shutdown_timeout is not None:
+                self._cold_at = time.monotonic() + self.spec.shutdown_timeout
             logger.warning(
                 "%s received: warm shutdown (workers finish the jobs in hand); send it again for a "
                 "cold shutdown",
@@ -316,8 +415,15 @@ class ProcessPool:
         pid, child.pid = child.pid, None
         lived = time.monotonic() - child.started
         how = f"status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        if code == TIME_LIMIT_EXIT:
+            how = f"killed at its time limit, status {code}"
         if self._stopping:
             logger.info("worker %d (pid %s) stopped (%s)", child.slot, pid, how)
+            return
+        if code == TIME_LIMIT_EXIT:  # no crash: the job was failed, the child did its part
+            logger.warning("worker %d (pid %s) %s; starting a fresh one", child.slot, pid, how)
+            child.crashes = 0
+            child.restart_at = time.monotonic()
             return
         if code == 0:
             if self.spec.burst:
@@ -373,6 +479,7 @@ class ProcessPool:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             _die_with_parent(signal.SIGTERM)
             worker = self.spec.build(slot)
+            worker.on_time_limit = _exit_at_time_limit
             signal.signal(signal.SIGTERM, _ChildStop(worker))
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if os.getppid() != self._pid:  # the parent died before we could ask to follow it
@@ -406,6 +513,33 @@ class _ChildStop:
         self.received = True
         logger.debug("pid %d: warm shutdown", os.getpid())
         self.worker.request_stop()
+
+
+def _exit_at_time_limit(job: Job) -> None:
+    """A child's :attr:`~.worker.Worker.on_time_limit`: its job is failed and its connections
+    closed, but its main thread is stuck in the job; exit at once (from the watchdog's thread)
+    with :data:`TIME_LIMIT_EXIT`, and the supervisor starts a fresh child."""
+    handlers = {
+        handler
+        for each in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        if isinstance(each, logging.Logger)
+        for handler in each.handlers
+    }
+    for handler in handlers:  # what was logged reaches the log; never wait on a stuck writer
+        lock = handler.lock
+        if lock is not None and lock.acquire(timeout=1.0):
+            try:
+                handler.flush()
+            except Exception:  # noqa: BLE001 - exiting anyway
+                pass
+            finally:
+                lock.release()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(TIME_LIMIT_EXIT)
 
 
 def _die_with_parent(signum: int) -> None:

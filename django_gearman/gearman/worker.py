@@ -5,6 +5,11 @@ asks each for work with ``GRAB_JOB_UNIQ``, sleeps with ``PRE_SLEEP`` until a ``N
 reconnects with backoff when a server goes away (registering its functions again), and stops
 warm on the first SIGINT/SIGTERM (the job in hand finishes) and cold on the second.
 
+Time limits (``register(..., soft_time_limit=, time_limit=)``): the soft one raises
+SoftTimeLimitExceeded inside the job; past the hard one the worker's watchdog fails the job with
+TimeLimitExceeded on its own connection, disconnects, and calls :attr:`Worker.on_time_limit`
+(the pools kill the child or replace the thread there).
+
 What a function gets, and how its return value or exception becomes the job's outcome, is
 :mod:`.work`'s.
 """
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from .errors import RemoteProtocolError, UsageError
+from .errors import LocalProtocolError, RemoteProtocolError, TimeLimitExceeded, UsageError
 from .protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     ErrorReceived,
@@ -35,11 +40,27 @@ from .protocol import (
     WorkerState,
 )
 from .transport import ServerAddress, Transport, parse_servers
-from .work import Job, perform
+from .work import Job, Watchdog, check_time_limits, exception_payload, perform
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "server_timeout"]
 
 logger = logging.getLogger("django_gearman.worker")
+
+#: How long the hard limit waits for the connection (held by the job sending progress) before
+#: it gives up failing the job itself: the server then takes the job back on the disconnect.
+LOCK_WAIT = 5.0
+
+
+def server_timeout(timeout: float | None, time_limit: float | None) -> float | None:
+    """The CAN_DO_TIMEOUT to announce, in seconds: ``timeout`` if given; else, for a
+    ``time_limit``, a margin above it (a tenth, at least a second), so that the worker's own
+    failure of the job arrives first and the server takes the job back (gearmand re-queues it
+    for the next worker) only when the worker could not report, e.g. it hangs whole."""
+    if timeout is not None:
+        return timeout
+    if time_limit is not None:
+        return time_limit + max(1.0, time_limit / 10)
+    return None
 
 
 class _Link:
@@ -75,7 +96,9 @@ _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 @dataclass(frozen=True, slots=True)
 class _Function:
     callback: Callable[[Job], bytes | str | None]
-    timeout: float | None
+    timeout: float | None  # what CAN_DO_TIMEOUT announces (server_timeout())
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
 
 
 class Worker:
@@ -121,6 +144,13 @@ class Worker:
         self._stop = False
         self._wake_r: socket.socket | None = None  # a socketpair while work() runs, so a
         self._wake_w: socket.socket | None = None  # stop request or signal wakes select()
+        self._watchdog = Watchdog(self._time_limit_passed)
+        self._abandoned = False  # abandon()ed: nothing more is sent
+        #: Called (in the watchdog's thread, holding the connection's lock) once a job that ran
+        #: past its time limit was failed and this worker disconnected: the process pool's
+        #: child exits there, the thread pool replaces the Worker. None: this Worker connects
+        #: again once the job's callback returns (its result is discarded).
+        self.on_time_limit: Callable[[Job], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -135,12 +165,29 @@ class Worker:
         callback: Callable[[Job], bytes | str | None],
         *,
         timeout: float | None = None,
+        soft_time_limit: float | None = None,
+        time_limit: float | None = None,
     ) -> None:
         """Offer ``function``; ``timeout`` (seconds) sends CAN_DO_TIMEOUT, after which the
-        server takes the job back (gearmand requeues it, counting a retry)."""
+        server takes the job back (gearmand requeues it, counting a retry).
+
+        ``soft_time_limit`` (seconds) raises :class:`~.errors.SoftTimeLimitExceeded` inside a
+        job that runs longer; ``time_limit`` fails it with :class:`~.errors.TimeLimitExceeded`
+        (on this worker's connection, which then closes) and calls :attr:`on_time_limit`.
+        Without a ``timeout``, a ``time_limit`` announces CAN_DO_TIMEOUT a little above itself
+        (:func:`server_timeout`)."""
         if not function or "\0" in function:
             raise UsageError("function names must be non-empty text without NUL bytes")
-        self.functions[function] = _Function(callback, timeout)
+        soft, hard = check_time_limits(soft_time_limit, time_limit)
+        if timeout is not None and hard is not None and timeout <= hard:
+            logger.warning(
+                "%s: timeout %g s <= time_limit %g s: the server takes jobs back before the "
+                "worker fails them",
+                function,
+                timeout,
+                hard,
+            )
+        self.functions[function] = _Function(callback, server_timeout(timeout, hard), soft, hard)
         for link in self._links:
             if link.connected:
                 self._send_can_do(link, function)
@@ -199,6 +246,7 @@ class Worker:
                 self._wait_and_process()
         finally:
             self.close()
+            self._watchdog.close()
             if handlers is not None:
                 self._restore_signals(handlers)
             wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, None, None
@@ -244,6 +292,8 @@ class Worker:
             logger.debug("registered %d function(s) on %s", len(self.functions), link.address)
 
     def _flush(self, link: _Link) -> bool:
+        if self._abandoned or not link.connected:  # e.g. closed at a time limit meanwhile
+            return False
         try:
             link.transport.flush()
         except OSError as error:
@@ -319,9 +369,10 @@ class Worker:
 
     def _handle(self, link: _Link, event: object) -> None:
         if isinstance(event, JobAssigned):
-            self._run(link, Job(link.transport, event))
-            self._grab(link)
-            self._flush(link)
+            self._run(link, Job(link.transport, event, watchdog=self._watchdog))
+            if link.connected:  # not closed at the job's time limit
+                self._grab(link)
+                self._flush(link)
         elif isinstance(event, WentToSleep):
             link.slept_at = time.monotonic()
             self._flush(link)  # the PRE_SLEEP
@@ -341,15 +392,112 @@ class Worker:
             conn.work_fail(handle)
             return
         try:
-            outcome, data = perform(function.callback, job)
+            outcome, data = perform(
+                function.callback,
+                job,
+                soft_time_limit=function.soft_time_limit,
+                time_limit=function.time_limit,
+            )
         finally:
             self.jobs_done += 1
-        if outcome is Outcome.COMPLETE:
-            conn.work_complete(handle, data)
-        elif outcome is Outcome.EXCEPTION:
-            conn.work_exception(handle, data)
-        else:
-            conn.work_fail(handle)
+        with self._watchdog.lock:
+            if job.expired or self._abandoned:
+                logger.info(
+                    "job %s returned after it was failed or given up: result discarded", job
+                )
+                return
+            if outcome is Outcome.COMPLETE:
+                conn.work_complete(handle, data)
+            elif outcome is Outcome.EXCEPTION:
+                conn.work_exception(handle, data)
+            else:
+                conn.work_fail(handle)
+
+    # -- time limits and abandonment ----------------------------------------------------------
+
+    def _time_limit_passed(self, job: Job, limit: float, current: Callable[[], bool]) -> None:
+        """The watchdog's hard limit: fail ``job`` with TimeLimitExceeded on the connection it
+        came from (gearmand takes a result only from there), disconnect, and call
+        :attr:`on_time_limit`. Runs in the watchdog's thread while the job's may be stuck."""
+        error = TimeLimitExceeded(
+            f"{job.function} ran past its time limit of {limit:g} s (job {job.handle})",
+            handle=job.handle,
+            limit=limit,
+        )
+        lock = self._watchdog.lock
+        held = lock.acquire(timeout=LOCK_WAIT)
+        try:
+            if not current():
+                return  # it finished in the meantime
+            job.expired = True
+            sent = held and self._send_failure(job, error)
+            if sent:
+                logger.error(
+                    "job %s ran past its time limit of %g s: failed it (TimeLimitExceeded)",
+                    job,
+                    limit,
+                )
+            else:
+                logger.error(
+                    "job %s ran past its time limit of %g s and could not be failed on its "
+                    "connection: the server takes it back when this worker disconnects",
+                    job,
+                    limit,
+                )
+            self._disconnect(closing=held)
+            hook = self.on_time_limit
+            if hook is not None:
+                hook(job)
+            else:
+                logger.warning(
+                    "worker disconnected; it connects again once %s's callback returns", job
+                )
+        finally:
+            if held:
+                lock.release()
+
+    def _send_failure(self, job: Job, error: TimeLimitExceeded) -> bool:
+        link = next((link for link in self._links if link.transport is job._channel), None)
+        if link is None or not link.connected:
+            return False
+        try:
+            link.transport.conn.work_exception(job.handle.encode(), exception_payload(error))
+            link.transport.flush()
+        except (OSError, LocalProtocolError) as failure:
+            logger.warning("could not send %s's failure to %s: %s", job, link.address, failure)
+            return False
+        return True
+
+    def _disconnect(self, *, closing: bool) -> None:
+        """Drop every connection: the servers re-queue the jobs assigned here and not finished
+        (prefetched ones too) and forget this worker. Without the lock (``closing`` False) the
+        sockets are only shut down: another thread may be writing to them."""
+        for link in self._links:
+            sock = link.transport.sock
+            if sock is None:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            if closing:
+                link.transport.close()
+                link.retry_at = 0.0
+
+    def abandon(self) -> None:
+        """Give this worker up from another thread, while a job may still run in its own (a
+        thread pool's cold shutdown): stop, send nothing more, drop the connections, so the
+        servers re-queue the jobs in hand for other workers. The job's callback runs on; what
+        it returns is discarded."""
+        self._abandoned = True
+        self.request_stop()
+        lock = self._watchdog.lock
+        held = lock.acquire(timeout=LOCK_WAIT)
+        try:
+            self._disconnect(closing=held)
+        finally:
+            if held:
+                lock.release()
 
     # -- signals ----------------------------------------------------------------------------
 
