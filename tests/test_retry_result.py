@@ -1,8 +1,9 @@
 """``django_gearman.admin.retry.retry_result``, the admin's retry of a failed results row.
 
 - Two retries of the same failed row (two admins clicked Retry on the page they both loaded)
-  while the first retry's job still waits for a worker: the second joins the first job (the
-  row's id is the unique key), so the server holds one job and the task runs once.
+  while the first retry's job still waits for a worker: the second joins the first job (only
+  the click that turns the row from FAILED to READY queues one), so the server holds one job
+  and the task runs once.
 - A submit that fails (no server) leaves the row as it was: FAILED, with its finish and enqueue
   times, so the admin can retry it again later.
 
@@ -97,8 +98,9 @@ def test_a_second_retry_while_the_first_job_waits_joins_it(server: Any, kind: Ki
 
     assert jobs_of(server.address, kind.function()) == 1  # one job, not two
     with GearmanAdminClient(server.address) as admin:
-        assert pk in admin.show_unique_jobs()  # the row's id is the job's unique key
-    assert second == first  # gearmand too answers with the waiting job's handle
+        # The row's id (its task id) and the attempt lead the job's unique key.
+        assert [key.rsplit(":", 1)[0] for key in admin.show_unique_jobs()] == [f"{pk}:1"]
+    assert second == first  # the second click answers with the first one's job
     assert TaskResultRecord.objects.get(pk=pk).job_handle == second
 
     runs: list[str] = []

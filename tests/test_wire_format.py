@@ -166,7 +166,9 @@ def test_remote_task_submit_and_background_on_a_php_worker(
         assert result == 5.0 and isinstance(result, float)  # JSON_PRESERVE_ZERO_FRACTION
         first = log_lines(log)[0]
         assert (first["args"], first["kwargs"]) == ([2, 3], {})
-        assert set(first["meta"]) == {"enqueued_at"}  # no "background", no "attempt" on a first try
+        # no "background", no "attempt" on a first try; a task id always
+        assert set(first["meta"]) == {"id", "enqueued_at"}
+        assert len(first["meta"]["id"]) == 32
         assert before - 1 <= first["meta"]["enqueued_at"] <= time.time() + 1
 
         handle = add_numbers.background(7, 8)

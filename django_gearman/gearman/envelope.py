@@ -6,11 +6,11 @@ A task's workload is one JSON object (UTF-8)::
 
 Every key may be left out (``{}`` calls the task with no arguments); any other key is an error,
 so a typo such as ``"arg"`` fails loudly instead of calling the task without arguments. ``meta``
-is ours (attempt number, enqueue time, retry state); other clients may omit it. The result of a
-task is its return value as JSON; a failure is a WORK_EXCEPTION whose data is a JSON object
-``{"type": "ValueError", "message": "..."}``. Only JSON types travel: a value JSON cannot carry
-raises :class:`EnvelopeError` in the caller, at enqueue time, not later in the worker. Nothing is
-ever pickled. See docs/wire-format.md, with PHP examples.
+is ours (task id, attempt number, enqueue time, retry state); other clients may omit it. The
+result of a task is its return value as JSON; a failure is a WORK_EXCEPTION whose data is a JSON
+object ``{"type": "ValueError", "message": "..."}``. Only JSON types travel: a value JSON cannot
+carry raises :class:`EnvelopeError` in the caller, at enqueue time, not later in the worker.
+Nothing is ever pickled. See docs/wire-format.md, with PHP examples.
 """
 
 from __future__ import annotations

@@ -5,16 +5,19 @@
 every call it closes stale database connections (as Django does around a request), and it logs
 one line per job with its outcome and duration on the ``django_gearman.worker`` logger.
 
-Retries: a task that raises one of its ``retry_on`` exceptions with attempts left is run again
-after ``retry_backoff * 2 ** (attempt - 1)`` seconds (capped at ``retry_backoff_max``). A
-background job is re-submitted as a scheduled job (``SUBMIT_JOB_EPOCH``) with the next attempt
-number in its envelope, so the worker is free meanwhile; a foreground job is retried in place,
+Retries: a task that raises one of its ``retry_on`` exceptions with attempts left (of its
+``max_attempts``) is run again after ``backoff(exception, None)`` seconds when it has a
+``backoff`` (None: no retry), else after ``retry_backoff * 2 ** (attempt - 1)`` seconds (capped
+at ``retry_backoff_max``). A background job is re-submitted as a scheduled job
+(``SUBMIT_JOB_EPOCH``) with the same task id (``meta["id"]``), the next attempt number and a
+unique key of its own, so the worker is free meanwhile; a foreground job is retried in place,
 because its client is waiting on this very job (it gets a WORK_WARNING per failed attempt).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,7 +33,7 @@ from ..gearman.pool import Offered
 from ..gearman.work import Job, reported
 from .decorator import registry
 from .outcomes import log_failure, log_success
-from .results import record_failure, record_success
+from .results import new_task_id, record_failure, record_success, retry_unique, task_id_of
 
 if TYPE_CHECKING:
     from .decorator import GearmanTask
@@ -65,7 +68,11 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
     except EnvelopeError as error:
         logger.error("%s %s: bad workload from the client: %s", task.name, job.handle, error)
         raise reported(error) from None
-    attempt = _attempt(call.meta)
+    meta = call.meta
+    if task_id_of(meta) is None:  # a client that sends no id (PHP): one for the job and retries
+        meta = {**meta, "id": new_task_id()}
+    attempt = _attempt(meta)
+    first = _first_attempt(meta, attempt)
     options = task.options
     close_old_connections()
     try:
@@ -74,20 +81,24 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                 result = task.func(*call.args, **call.kwargs)
                 data = encode_result(result)
             except options.retry_on as error:
-                if attempt > options.retries or isinstance(error, EnvelopeError):
-                    _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
+                # A result JSON cannot carry (EnvelopeError) would fail the same way again.
+                delay = None
+                if not isinstance(error, EnvelopeError):
+                    delay = _retry_delay(task, job, error, attempt - first + 1)
+                if delay is None:
+                    _failed(task, job, error, attempt, started, call.args, call.kwargs, meta)
                     raise
-                delay = min(options.retry_backoff * 2 ** (attempt - 1), options.retry_backoff_max)
-                if call.meta.get("background"):
-                    _resubmit(task, job, call.args, call.kwargs, call.meta, attempt + 1, delay)
+                if meta.get("background"):
+                    _resubmit(task, job, call.args, call.kwargs, meta, attempt + 1, delay)
                     logger.warning(
-                        "%s %s attempt %d failed (%s: %s); retry %d of %d in %.1f s",
+                        "%s %s (task %s) attempt %d failed (%s: %s); retry %d of %d in %.1f s",
                         task.name,
                         job.handle,
+                        meta["id"],
                         attempt,
                         type(error).__name__,
                         error,
-                        attempt,
+                        attempt - first + 1,
                         options.retries,
                         delay,
                     )
@@ -110,21 +121,65 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
                 close_old_connections()
                 continue
             except BaseException as error:
-                _failed(task, job, error, attempt, started, call.args, call.kwargs, call.meta)
+                _failed(task, job, error, attempt, started, call.args, call.kwargs, meta)
                 raise
             log_success(task.name, job, started, attempt)
             if task_succeeded.receivers:
                 task_succeeded.send(sender=task, job=job, result=result, attempt=attempt)
-            if isinstance(call.meta.get("result_id"), str):  # a retry from the admin: its row
-                record_success(call.meta["result_id"], job, result)
+            if isinstance(meta.get("result_id"), str):  # a re-run from the admin: its row
+                record_success(meta["result_id"], job, result, attempt, first_attempt=first)
             return data
     finally:
         close_old_connections()
 
 
 def _attempt(meta: dict[str, Any]) -> int:
+    """This job's attempt number: ``meta["attempt"]``, counted over every run of the task id."""
     value = meta.get("attempt", 1)
     return value if type(value) is int and value >= 1 else 1
+
+
+def _first_attempt(meta: dict[str, Any], attempt: int) -> int:
+    """The attempt this run began with: an admin re-run starts a new set of ``max_attempts``
+    at a later attempt number (``meta["first_attempt"]``); otherwise 1."""
+    value = meta.get("first_attempt", 1)
+    return value if type(value) is int and 1 <= value <= attempt else 1
+
+
+def _retry_delay(
+    task: GearmanTask[..., Any], job: Job, error: BaseException, run_attempt: int
+) -> float | None:
+    """Seconds before the next attempt after ``run_attempt`` (counted in this run) failed with
+    ``error``, or None to give up: no attempts left, or ``backoff`` said None. ``backoff``
+    replaces the exponential delay; an answer that is no delay, or a backoff that raises, gives
+    up with the task's own error (logged, so the typo is found)."""
+    options = task.options
+    if run_attempt >= options.max_attempts:
+        return None
+    if options.backoff is None:
+        return float(min(options.retry_backoff * 2 ** (run_attempt - 1), options.retry_backoff_max))
+    try:
+        delay = options.backoff(error, None)  # result: None for a raised exception
+    except Exception as backoff_error:  # noqa: BLE001 - the task's own error is what to report
+        logger.error(
+            "%s %s: its backoff raised %s: %s; not retrying",
+            task.name,
+            job.handle,
+            type(backoff_error).__name__,
+            backoff_error,
+        )
+        return None
+    if delay is None:
+        return None
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < math.inf:
+        logger.error(
+            "%s %s: its backoff returned %r, not a number of seconds (0 or more); not retrying",
+            task.name,
+            job.handle,
+            delay,
+        )
+        return None
+    return float(delay)
 
 
 def _failed(
@@ -143,6 +198,8 @@ def _failed(
             sender=task, job=job, error=error, attempt=attempt, args=args, kwargs=kwargs
         )
     if meta.get("background"):
+        # An admin re-run of an older row (``result_id``, keyed by server/handle before task
+        # ids) writes into that row; every other failure is kept under its task id.
         result_id = meta.get("result_id")
         record_failure(
             task,
@@ -151,7 +208,8 @@ def _failed(
             attempt,
             args,
             kwargs,
-            result_id if isinstance(result_id, str) else None,
+            result_id if isinstance(result_id, str) and result_id else meta["id"],
+            _first_attempt(meta, attempt),
         )
 
 
@@ -164,13 +222,20 @@ def _resubmit(
     attempt: int,
     delay: float,
 ) -> None:
-    """Queue the next attempt of a background job on the server this one came from."""
+    """Queue the next attempt of a background job on the server this one came from: the same
+    task id, the next attempt number."""
     data = encode_call(args, kwargs, {**meta, "attempt": attempt})
-    # A new unique key: the old one still belongs to this job until it completes, and a job
-    # submitted under it now would coalesce into this one and be lost. A connection of its own
+    # A unique key of its own (retry_unique): the old one still belongs to this job until it
+    # completes, and an earlier attempt's may belong to a cancelled job the server still holds;
+    # a job submitted under either would coalesce into it and be lost. A connection of its own
     # (retries are rare): the worker's connection is in the middle of this job.
     with GearmanClient([str(job.server)]) as client:
-        client.submit_background(job.function, data, run_at=time.time() + delay)
+        client.submit_background(
+            job.function,
+            data,
+            unique=retry_unique(meta["id"], attempt),
+            run_at=time.time() + delay,
+        )
 
 
 # -- which functions a worker offers ---------------------------------------------------------
@@ -208,7 +273,14 @@ def offered_functions(
         if everything or name in task_names or task.options.queue in queues
     ]
     offered = [
-        Offered(task.function_name, job_callback(task), task.options.timeout) for task in chosen
+        Offered(
+            task.function_name,
+            job_callback(task),
+            task.options.timeout,
+            soft_time_limit=task.options.soft_time_limit,
+            time_limit=task.options.time_limit,
+        )
+        for task in chosen
     ]
     backend_queues = _backend_queues(alias)
     offered += [
