@@ -9,6 +9,8 @@
             "BACKEND": "gearman",                # the client class: a dotted path, or "gearman",
                                                  # "outbox", "immediate" (django_gearman.testing)
             "OPTIONS": {"timeout": 30.0},        # GearmanClient keyword arguments
+            "OUTBOX": False,                     # True: .background() inside atomic() goes
+                                                 # through the transactional outbox too
         },
     }
 
@@ -68,7 +70,7 @@ BACKENDS = {
     "immediate": "django_gearman.testing.ImmediateClient",
 }
 DEFAULT_BACKEND = "gearman"
-_ALIAS_KEYS = {"SERVERS", "PREFIX", "BACKEND", "OPTIONS"}
+_ALIAS_KEYS = {"SERVERS", "PREFIX", "BACKEND", "OPTIONS", "OUTBOX"}
 #: The form of a Gearman URL (``GEARMAN_URL``, :func:`gearman_url`), for messages.
 URL_FORM = "gearman://host:4730[,host2:4730][?option=value]"
 _SERVERS_HINT = (
@@ -198,6 +200,9 @@ class AliasSettings:
     prefix: str = ""
     backend: str = BACKENDS[DEFAULT_BACKEND]
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``.background()`` inside an atomic block writes to the outbox (``background_on_commit``
+    #: always does, for aliases that reach job servers): see :mod:`django_gearman.outbox`.
+    outbox: bool = False
 
     def function_name(self, name: str) -> str:
         """The Gearman function name of task ``name`` under this alias's namespace."""
@@ -368,6 +373,14 @@ def _check_alias(
                 f"Use a dotted path to a BaseClient subclass, or one of: {', '.join(BACKENDS)}.",
             )
         )
+    if not isinstance(value.get("OUTBOX", False), bool):
+        problems.append(
+            (
+                "E013",
+                f"{key('OUTBOX')} must be True or False, not {value['OUTBOX']!r}.",
+                "True sends .background() calls made inside atomic() through the outbox.",
+            )
+        )
     options = value.get("OPTIONS", {})
     if not isinstance(options, dict):
         problems.append(
@@ -513,6 +526,7 @@ def _parse(alias: str, value: dict[str, Any]) -> AliasSettings:
         prefix=value.get("PREFIX", ""),
         backend=backend,
         options=options,
+        outbox=value.get("OUTBOX", False) is True,
     )
 
 

@@ -1,4 +1,6 @@
-"""The results table of the Django Tasks backend: one row per enqueued task.
+"""The app's tables: task results and the transactional outbox (and the admin pages' models).
+
+The results table of the Django Tasks backend: one row per enqueued task.
 
 The enqueuer writes the row (READY) before queueing the job; the worker updates it when the task
 starts (RUNNING) and ends (SUCCESSFUL with the return value, or FAILED with the error and its
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from django.db import models
 
-__all__ = ["JobList", "QueueStatus", "TaskResultRecord", "WorkerList"]
+__all__ = ["JobList", "OutboxJob", "QueueStatus", "TaskResultRecord", "WorkerList"]
 
 
 class TaskResultRecord(models.Model):
@@ -54,6 +56,39 @@ class TaskResultRecord(models.Model):
     @property
     def attempts(self) -> int:
         return len(self.worker_ids)
+
+
+class OutboxJob(models.Model):
+    """A background job written in the transaction that asked for it, waiting to be sent.
+
+    :mod:`django_gearman.outbox` inserts the row in the caller's transaction (so a rolled-back
+    job never leaves), sends it once the transaction committed, and deletes it once a job server
+    said JOB_CREATED. A row whose send failed waits for the relay (``gearman_worker``, or
+    ``manage.py gearman_relay``), which claims rows by a lease (``claimed_until``) so several
+    relays never send one row at the same time.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    alias = models.CharField(max_length=64)
+    task_name = models.CharField("task", max_length=255, db_index=True)
+    function = models.CharField(max_length=255)
+    data = models.BinaryField()
+    unique = models.CharField(max_length=64)
+    priority = models.CharField(max_length=8, default="normal")
+    run_at = models.FloatField(null=True, blank=True, help_text="Unix time of a scheduled job")
+    created_at = models.DateTimeField(db_index=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="failed sends so far")
+    last_error = models.TextField(blank=True)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="next send, after a failure")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = "outbox job"
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} #{self.id}"
 
 
 # -- the admin's queue pages ------------------------------------------------------------------

@@ -138,6 +138,15 @@ class QueueStatusAdmin(LivePageAdmin):
 
     fragment_template = "admin/django_gearman/overview.html"
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        from .outbox import outbox_warning  # noqa: PLC0415 - .outbox imports this module
+
+        return super().changelist_view(
+            request, {"outbox": outbox_warning(), **(extra_context or {})}
+        )
+
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [

@@ -41,8 +41,10 @@ from ..gearman.envelope import decode_error, decode_result, encode_call
 from ..gearman.errors import JobError, LocalProtocolError, UsageError
 from ..gearman.jobs import JobHandle, Task, TaskState, WorkStatus
 from ..gearman.protocol import Priority
+from ..gearman.work import check_time_limits
 from .batching import current_batch
 from .registration import TaskRegistry
+from .results import new_task_id
 
 __all__ = [
     "GearmanTask",
@@ -58,6 +60,10 @@ logger = logging.getLogger("django_gearman.tasks")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: ``backoff(exception, result)``: seconds before the next attempt, or None to give up. As in
+#: Django's proposed retry API: ``result`` is None when the task raised (always, for now).
+Backoff = Callable[[BaseException, Any], float | None]
 
 
 class TaskError(JobError):
@@ -82,10 +88,20 @@ class TaskOptions:
     retry_backoff: float = 1.0  # seconds before the first retry; doubles each time
     retry_backoff_max: float = 600.0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    #: ``backoff(exception, result) -> seconds | None``: the delay before the next attempt, or
+    #: None not to retry; replaces the exponential ``retry_backoff`` delay when given.
+    backoff: Backoff | None = None
     alias: str = conf.DEFAULT_ALIAS
     queue: str = "default"  # a group name for `gearman_worker --queue`
     run_at: datetime | float | None = None
     on_status: Callable[[WorkStatus], None] | None = None
+    soft_time_limit: float | None = None  # worker side: SoftTimeLimitExceeded in the task
+    time_limit: float | None = None  # worker side: the job fails with TimeLimitExceeded
+
+    @property
+    def max_attempts(self) -> int:
+        """Every attempt a call gets: the first one and its ``retries``."""
+        return self.retries + 1
 
 
 class GearmanTask(Generic[P, R]):
@@ -152,8 +168,13 @@ class GearmanTask(Generic[P, R]):
         """Queue the task on a worker and return its job handle, without waiting for it to run.
         Inside ``with batch():`` the job is sent pipelined with others and its
         :class:`~django_gearman.gearman.jobs.Task` is returned (``.handle`` once the batch was
-        sent)."""
+        sent). With the alias's ``OUTBOX`` on, a call inside ``atomic()`` goes through the
+        outbox like :meth:`background_on_commit`, and returns an empty handle: the job is sent
+        once the transaction commits."""
         task = self._task(args, kwargs, background=True)
+        if self._settings().outbox and transaction.get_connection().in_atomic_block:
+            self._to_outbox(task, using=None)
+            return JobHandle("")
         pipelined = current_batch()
         if pipelined is not None:  # inside `with batch():` the Task; .handle comes later
             return pipelined.add(self.options.alias, task)  # type: ignore[return-value]
@@ -166,10 +187,25 @@ class GearmanTask(Generic[P, R]):
 
     def background_on_commit(self, *args: Any, using: str | None = None, **kwargs: Any) -> None:
         """Queue the task once the current database transaction commits (at once outside one),
-        so a worker never looks for a row that is not committed yet. The arguments are checked
-        now: a value JSON cannot carry raises here, not after the commit."""
-        encode_call(args, kwargs)  # fail now, in the caller
-        transaction.on_commit(lambda: self.background(*args, **kwargs), using=using)
+        so a worker never looks for a row that is not committed yet, and nothing is lost when
+        no job server answers: the job is a row of the transactional outbox
+        (:mod:`django_gearman.outbox`), written in this transaction and sent after it; a
+        rolled-back job never leaves. The arguments are checked now: a value JSON cannot carry
+        raises here, not after the commit. The test doubles (``outbox``, ``immediate``) get the
+        job at the commit, as before."""
+        if not self._settings().reaches_servers:
+            encode_call(args, kwargs)  # fail now, in the caller
+            transaction.on_commit(lambda: self.background(*args, **kwargs), using=using)
+            return
+        self._to_outbox(self._task(args, kwargs, background=True), using=using)
+
+    def _to_outbox(self, task: Task, *, using: str | None) -> None:
+        from .. import outbox  # noqa: PLC0415 - its model needs the app registry
+
+        outbox.write(self.options.alias, self.name, task, using=using)
+
+    def _settings(self) -> conf.AliasSettings:
+        return conf.get_settings(self.options.alias)
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task on a worker and return its result; :class:`TaskError` if it failed."""
@@ -195,7 +231,9 @@ class GearmanTask(Generic[P, R]):
         """The job for one call, checked as no server would be asked to: every client backend
         gets it exactly so (the test doubles too)."""
         options = self.options
-        meta: dict[str, Any] = {"enqueued_at": round(time.time(), 3)}
+        # A new task id per submission (never the job handle, which a restarted server reuses):
+        # results, failures and retries are keyed by it.
+        meta: dict[str, Any] = {"id": new_task_id(), "enqueued_at": round(time.time(), 3)}
         if background:
             meta["background"] = True
         data = encode_call(args, kwargs, meta)
@@ -296,12 +334,16 @@ def gearman_task(
     priority: Priority | str = Priority.NORMAL,
     unique: str | Callable[..., str] | None = None,
     timeout: float | None = None,
-    retries: int = 0,
+    retries: int | None = None,
+    max_attempts: int | None = None,
+    backoff: Backoff | None = None,
     retry_backoff: float = 1.0,
     retry_backoff_max: float = 600.0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     alias: str = conf.DEFAULT_ALIAS,
     queue: str = "default",
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
 ) -> Callable[[Callable[P, R]], GearmanTask[P, R]]: ...
 
 
@@ -310,9 +352,10 @@ def gearman_task(func: Any = None, /, **options: Any) -> Any:
 
     ``name`` (default: the import path), ``priority`` (``"high"``, ``"normal"``, ``"low"``),
     ``unique`` (a key, or a callable of the task's arguments; equal keys coalesce into one job),
-    ``timeout`` (seconds), ``retries`` with exponential ``retry_backoff`` for exceptions in
-    ``retry_on``, ``alias`` (a ``GEARMAN`` alias) and ``queue`` (a group for ``gearman_worker
-    --queue``).
+    ``timeout`` (seconds), ``max_attempts`` (every attempt, so retries + 1; ``retries`` is its
+    older alias) for exceptions in ``retry_on``, after ``backoff(exception, result)`` seconds
+    (None: no retry) or else an exponential ``retry_backoff``, ``alias`` (a ``GEARMAN`` alias)
+    and ``queue`` (a group for ``gearman_worker --queue``).
     """
 
     def decorate(function: Callable[P, R]) -> GearmanTask[P, R]:
@@ -330,11 +373,15 @@ def _options(function: Callable[..., Any], options: dict[str, Any]) -> TaskOptio
         "unique",
         "timeout",
         "retries",
+        "max_attempts",
+        "backoff",
         "retry_backoff",
         "retry_backoff_max",
         "retry_on",
         "alias",
         "queue",
+        "soft_time_limit",
+        "time_limit",
     }
     if unknown:
         hint = " (the GEARMAN alias is given as alias=)" if "server" in unknown else ""
@@ -349,21 +396,50 @@ def _options(function: Callable[..., Any], options: dict[str, Any]) -> TaskOptio
             f"{function.__qualname__} is defined inside a function: a worker could not import it; "
             "give it a name= or move it to module level"
         )
-    retries = int(options.get("retries", 0))
-    if retries < 0:
-        raise UsageError("retries must be 0 or more")
+    retries = _retries(options.get("retries"), options.get("max_attempts"))
+    backoff = options.get("backoff")
+    if backoff is not None and not callable(backoff):
+        raise UsageError(
+            f"backoff must be a callable (exception, result) -> seconds or None, not {backoff!r}"
+        )
     retry_on = options.get("retry_on", Exception)
     if not isinstance(retry_on, tuple):
         retry_on = (retry_on,)
+    soft_time_limit, time_limit = check_time_limits(
+        options.get("soft_time_limit"), options.get("time_limit")
+    )
     return TaskOptions(
         name=name,
         priority=Priority.parse(options.get("priority", Priority.NORMAL)),
         unique=options.get("unique"),
         timeout=options.get("timeout"),
         retries=retries,
+        backoff=backoff,
         retry_backoff=float(options.get("retry_backoff", 1.0)),
         retry_backoff_max=float(options.get("retry_backoff_max", 600.0)),
         retry_on=retry_on,
         alias=options.get("alias", conf.DEFAULT_ALIAS),
         queue=options.get("queue", "default"),
+        soft_time_limit=soft_time_limit,
+        time_limit=time_limit,
     )
+
+
+def _retries(retries: Any, max_attempts: Any) -> int:
+    """The retries of ``retries=`` or ``max_attempts=`` (every attempt: retries + 1), checked;
+    both given must agree."""
+    if max_attempts is not None:
+        if type(max_attempts) is not int or max_attempts < 1:
+            raise UsageError(
+                f"max_attempts must be a whole number of 1 or more, not {max_attempts!r}"
+            )
+        if retries is not None and retries != max_attempts - 1:
+            raise UsageError(
+                f"max_attempts={max_attempts} and retries={retries} disagree: max_attempts counts "
+                f"every attempt (retries + 1); give one of them"
+            )
+        return max_attempts - 1
+    count = int(retries or 0)
+    if count < 0:
+        raise UsageError("retries must be 0 or more")
+    return count

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -14,27 +13,18 @@ from django_gearman.gearman.errors import GearmanError
 from .forms import SignupForm
 from .tasks import build_report, send_signup_mail
 
-logger = logging.getLogger(__name__)
-
 
 def signup(request: HttpRequest) -> HttpResponse:
-    """The signup form: creates the user, and queues the welcome mail once the row is committed
-    (so the worker finds the user); the response does not wait for the mail."""
+    """The signup form: creates the user and queues the welcome mail in the same transaction,
+    through the outbox: the mail is sent once the row is committed (so the worker finds the
+    user), and still sent later if no job server answers now. The response does not wait."""
     form = SignupForm(request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
-        try:
-            with transaction.atomic():
-                user = get_user_model().objects.create_user(
-                    username=form.cleaned_data["username"], email=form.cleaned_data["email"]
-                )
-                send_signup_mail.background_on_commit(user.pk)
-        except (
-            GearmanError
-        ):  # raised by the on-commit hook: the user is saved, the mail is not queued
-            logger.exception(
-                "could not queue the welcome mail of %s", form.cleaned_data["username"]
+        with transaction.atomic():
+            user = get_user_model().objects.create_user(
+                username=form.cleaned_data["username"], email=form.cleaned_data["email"]
             )
-            user = get_user_model().objects.get(username=form.cleaned_data["username"])
+            send_signup_mail.background_on_commit(user.pk)
         return redirect("signup:thanks", user_id=user.pk)
     return render(request, "signup/signup.html", {"form": form})
 

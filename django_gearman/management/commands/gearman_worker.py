@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -25,12 +26,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections
+from django.db import connections, router
 from django.utils import autoreload
 
 from django_gearman import conf
 from django_gearman.gearman.errors import UsageError
 from django_gearman.gearman.pool import ProcessPool, ThreadPool, WorkerSpec
+from django_gearman.models import OutboxJob
+from django_gearman.outbox import Relay
 from django_gearman.tasks.runner import offered_functions
 
 logger = logging.getLogger("django_gearman.worker")
@@ -52,6 +55,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
 
 
@@ -114,6 +127,16 @@ class Command(BaseCommand):
             metavar="N",
             help="jobs requested ahead per server (default 1)",
         )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=_seconds,
+            default=None,
+            metavar="SECONDS",
+            help=(
+                "after a first SIGTERM/SIGINT, wait at most this long for the jobs in hand, then "
+                "shut down cold (the servers re-queue them); default: wait as long as they run"
+            ),
+        )
         reload = parser.add_mutually_exclusive_group()
         reload.add_argument(
             "--reload",
@@ -127,6 +150,15 @@ class Command(BaseCommand):
             action="store_false",
             dest="use_reloader",
             help="do not restart on code changes",
+        )
+        parser.add_argument(
+            "--no-relay",
+            action="store_false",
+            dest="relay",
+            help=(
+                "do not send what waits in the transactional outbox (by default a thread of "
+                "this command does; manage.py gearman_relay runs one on its own)"
+            ),
         )
         parser.add_argument(
             "--log-level",
@@ -170,6 +202,7 @@ class Command(BaseCommand):
         functions are chosen again; ``on_pool`` is then told the pool, to stop it on signals."""
         if spec is None:
             spec = self.make_spec(options)
+        relay = self.make_relay(options)
         self.banner(spec, options)
         pool: Pool
         if options["pool"] == "processes":
@@ -178,13 +211,31 @@ class Command(BaseCommand):
             pool = ThreadPool(spec)
         if on_pool is not None:
             on_pool(pool)
+        if relay is not None:
+            relay.start()
         try:
             status = pool.run()
         except SystemExit as stop:  # the ThreadPool's cold shutdown (a second signal)
             log_stopped(stop.code)
             raise
+        finally:
+            if relay is not None:
+                relay.stop()
         log_stopped(status)
         return status
+
+    def make_relay(self, options: dict[str, Any]) -> Relay | None:
+        """The outbox relay (:mod:`django_gearman.outbox`), unless ``--no-relay`` or the
+        database has no outbox table yet (``migrate`` makes it); the banner says which."""
+        if not options.get("relay", True):
+            options["relay_line"] = "Outbox relay: off (--no-relay)"
+            return None
+        database = router.db_for_write(OutboxJob)
+        if OutboxJob._meta.db_table not in connections[database].introspection.table_names():
+            options["relay_line"] = "Outbox relay: off (no outbox table: run manage.py migrate)"
+            return None
+        options["relay_line"] = "Outbox relay: on (sends the jobs background_on_commit() left)"
+        return Relay(database)
 
     def make_spec(self, options: dict[str, Any]) -> WorkerSpec:
         """Check the settings and options and choose the functions; CommandError if wrong."""
@@ -207,6 +258,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             max_jobs=options["max_jobs"],
             concurrency=options["concurrency"],
+            shutdown_timeout=options.get("shutdown_timeout"),
         )
 
     def configure_logging(self, level: str | None, pool: str) -> None:
@@ -230,6 +282,8 @@ class Command(BaseCommand):
             modes.append(f"max {spec.max_jobs} jobs per worker")
         if spec.prefetch > 1:
             modes.append(f"prefetch {spec.prefetch}")
+        if spec.shutdown_timeout is not None:
+            modes.append(f"shutdown timeout {spec.shutdown_timeout:g} s")
         lines = [
             f"Gearman worker (pid {os.getpid()}) for alias {options['alias']!r}",
             f"Servers: {', '.join(spec.servers)}",
@@ -237,6 +291,8 @@ class Command(BaseCommand):
             f"Functions ({len(spec.functions)}):",
             *(f"  {function.name}" for function in spec.functions),
         ]
+        if options.get("relay_line"):
+            lines.append(options["relay_line"])
         reason = options.get("reload_reason")
         if reason == "DEBUG is True":
             lines.append(
