@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from .errors import TimeLimitExceeded
 from .work import Job
 from .worker import Worker
 
@@ -71,6 +72,8 @@ class Offered:
     timeout: float | None = None
     soft_time_limit: float | None = None  # seconds: SoftTimeLimitExceeded inside the job
     time_limit: float | None = None  # seconds: the job is failed, its worker replaced
+    #: told of a job failed at its time_limit (record it, or queue its retry)
+    on_expired: Callable[[Job, TimeLimitExceeded], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class WorkerSpec:
                 timeout=function.timeout,
                 soft_time_limit=function.soft_time_limit,
                 time_limit=function.time_limit,
+                on_expired=function.on_expired,
             )
         return worker
 

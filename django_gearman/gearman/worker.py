@@ -99,6 +99,7 @@ class _Function:
     timeout: float | None  # what CAN_DO_TIMEOUT announces (server_timeout())
     soft_time_limit: float | None = None
     time_limit: float | None = None
+    on_expired: Callable[[Job, TimeLimitExceeded], None] | None = None
 
 
 class Worker:
@@ -167,6 +168,7 @@ class Worker:
         timeout: float | None = None,
         soft_time_limit: float | None = None,
         time_limit: float | None = None,
+        on_expired: Callable[[Job, TimeLimitExceeded], None] | None = None,
     ) -> None:
         """Offer ``function``; ``timeout`` (seconds) sends CAN_DO_TIMEOUT, after which the
         server takes the job back (gearmand requeues it, counting a retry).
@@ -175,7 +177,9 @@ class Worker:
         job that runs longer; ``time_limit`` fails it with :class:`~.errors.TimeLimitExceeded`
         (on this worker's connection, which then closes) and calls :attr:`on_time_limit`.
         Without a ``timeout``, a ``time_limit`` announces CAN_DO_TIMEOUT a little above itself
-        (:func:`server_timeout`)."""
+        (:func:`server_timeout`). ``on_expired(job, error)`` is told of a job failed at its
+        ``time_limit`` (from the watchdog's thread, before the worker is replaced): the task
+        layer records the failure there, or queues the retry its policy asks for."""
         if not function or "\0" in function:
             raise UsageError("function names must be non-empty text without NUL bytes")
         soft, hard = check_time_limits(soft_time_limit, time_limit)
@@ -187,7 +191,9 @@ class Worker:
                 timeout,
                 hard,
             )
-        self.functions[function] = _Function(callback, server_timeout(timeout, hard), soft, hard)
+        self.functions[function] = _Function(
+            callback, server_timeout(timeout, hard), soft, hard, on_expired
+        )
         for link in self._links:
             if link.connected:
                 self._send_can_do(link, function)
@@ -445,6 +451,12 @@ class Worker:
                     limit,
                 )
             self._disconnect(closing=held)
+            registered = self.functions.get(job.function)
+            if registered is not None and registered.on_expired is not None:
+                try:
+                    registered.on_expired(job, error)
+                except Exception:
+                    logger.exception("the on_expired hook of %s failed", job.function)
             hook = self.on_time_limit
             if hook is not None:
                 hook(job)

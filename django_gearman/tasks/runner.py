@@ -16,6 +16,7 @@ because its client is waiting on this very job (it gets a WORK_WARNING per faile
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.dispatch import Signal
 
 from ..gearman.client import GearmanClient
@@ -131,6 +132,43 @@ def execute(task: GearmanTask[..., Any], job: Job) -> bytes:
             return data
     finally:
         close_old_connections()
+
+
+def expired(task: GearmanTask[..., Any], job: Job, error: BaseException) -> None:
+    """A job of ``task`` failed at its ``time_limit`` (the worker's watchdog thread calls this,
+    the job's own thread being stuck): what a raised exception gets. A background job with
+    attempts left under its retry policy is queued again; otherwise the failure is logged,
+    signalled and, for a background job, kept in the results table."""
+    started = time.perf_counter() - float(getattr(error, "limit", 0) or 0)
+    try:
+        call = decode_call(job.data)
+    except EnvelopeError:
+        return  # a bad workload never ran: nothing to record
+    meta = call.meta
+    if task_id_of(meta) is None:
+        meta = {**meta, "id": new_task_id()}
+    attempt = _attempt(meta)
+    first = _first_attempt(meta, attempt)
+    try:
+        delay = None
+        if isinstance(error, task.options.retry_on) and meta.get("background"):
+            delay = _retry_delay(task, job, error, attempt - first + 1)
+        if delay is not None:
+            _resubmit(task, job, call.args, call.kwargs, meta, attempt + 1, delay)
+            logger.warning(
+                "%s %s (task %s) attempt %d ran past its time limit; retry %d of %d in %.1f s",
+                task.name,
+                job.handle,
+                meta["id"],
+                attempt,
+                attempt - first + 1,
+                task.options.retries,
+                delay,
+            )
+            return
+        _failed(task, job, error, attempt, started, call.args, call.kwargs, meta)
+    finally:
+        connections.close_all()  # this thread's: the watchdog's, which runs no other job
 
 
 def _attempt(meta: dict[str, Any]) -> int:
@@ -279,6 +317,7 @@ def offered_functions(
             task.options.timeout,
             soft_time_limit=task.options.soft_time_limit,
             time_limit=task.options.time_limit,
+            on_expired=functools.partial(expired, task) if task.options.time_limit else None,
         )
         for task in chosen
     ]
