@@ -129,3 +129,27 @@ class _Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+
+def capture_resubmits(
+    monkeypatch: Any, submitted: list[dict[str, Any]], handle: str = "H:test:1"
+) -> None:
+    """Swap the runner's GearmanClient for one that keeps each retry's resubmission
+    (``{"data": ..., **options}``) in ``submitted`` and answers ``handle``."""
+    from django_gearman.tasks import runner  # noqa: PLC0415 - the Django layer, for these tests only
+
+    class FakeClient:
+        def __init__(self, servers: list[str]) -> None:
+            pass
+
+        def __enter__(self) -> FakeClient:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            pass
+
+        def submit_background(self, function: str, data: bytes, **options: Any) -> str:
+            submitted.append({"data": data, **options})
+            return handle
+
+    monkeypatch.setattr(runner, "GearmanClient", FakeClient)

@@ -25,6 +25,7 @@ from django_gearman.gearman.envelope import decode_call, encode_call
 from django_gearman.gearman.errors import UsageError
 from django_gearman.tasks import decorator, runner
 from django_gearman.tasks.decorator import GearmanTask, TaskOptions, remote_task
+from tests.helpers import capture_resubmits
 
 NOW = 1_000_000.0
 
@@ -53,21 +54,7 @@ class Fakes:
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
     seen = Fakes()
 
-    class FakeClient:
-        def __init__(self, servers: list[str]) -> None:
-            pass
-
-        def __enter__(self) -> FakeClient:
-            return self
-
-        def __exit__(self, *exc_info: object) -> None:
-            pass
-
-        def submit_background(self, function: str, data: bytes, **options: Any) -> str:
-            seen.submitted.append({"data": data, **options})
-            return "H:policy:2"
-
-    monkeypatch.setattr(runner, "GearmanClient", FakeClient)
+    capture_resubmits(monkeypatch, seen.submitted, "H:policy:2")
     monkeypatch.setattr(
         runner,
         "time",

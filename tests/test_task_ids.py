@@ -34,7 +34,7 @@ from django_gearman.models import TaskResultRecord
 from django_gearman.tasks import runner
 from django_gearman.tasks.decorator import GearmanTask, TaskOptions
 from django_gearman.tasks.runner import job_callback
-from tests.helpers import wait_for, worker_thread
+from tests.helpers import capture_resubmits, wait_for, worker_thread
 from tests.taskapp import tasks as gt
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -112,19 +112,7 @@ class Resubmits:
 def resubmits(monkeypatch: pytest.MonkeyPatch) -> Resubmits:
     seen = Resubmits()
 
-    class FakeClient:
-        def __init__(self, servers: list[str]) -> None:
-            pass
-
-        def __enter__(self) -> FakeClient:
-            return self
-
-        def __exit__(self, *exc_info: object) -> None:
-            pass
-
-        def submit_background(self, function: str, data: bytes, **options: Any) -> str:
-            seen.submitted.append({"data": data, **options})
-            return "H:test:9"
+    capture_resubmits(monkeypatch, seen.submitted, "H:test:9")
 
     def record_failure(
         task: Any,
@@ -138,7 +126,6 @@ def resubmits(monkeypatch: pytest.MonkeyPatch) -> Resubmits:
     ) -> None:
         seen.recorded.append((task_id, attempt))
 
-    monkeypatch.setattr(runner, "GearmanClient", FakeClient)
     monkeypatch.setattr(runner, "record_failure", record_failure)
     monkeypatch.setattr(
         runner, "time", SimpleNamespace(sleep=lambda s: None, time=lambda: 1e6, perf_counter=float)

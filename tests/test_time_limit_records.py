@@ -13,6 +13,7 @@ from django.test import override_settings
 
 from django_gearman import gearman_task
 from django_gearman.gearman import Worker
+from django_gearman.gearman.pool import WorkerSpec
 from django_gearman.models import TaskResultRecord
 from django_gearman.tasks.runner import offered_functions
 from tests.helpers import wait_for
@@ -40,15 +41,17 @@ def worker(gearman_server: Any) -> Iterator[Worker]:
         GEARMAN={"default": {"SERVERS": [gearman_server.address], "OPTIONS": {"timeout": 10}}}
     ):
         STARTS.clear()
-        worker = Worker([gearman_server.address], reconnect_delay=0.05)
-        for offered in offered_functions("default", task_names=[hang.name, hang_twice.name]):
-            worker.register(
-                offered.name,
-                offered.callback,
-                timeout=offered.timeout,
-                time_limit=offered.time_limit,
-                on_expired=offered.on_expired,
-            )
+        spec = WorkerSpec(
+            servers=(gearman_server.address,),
+            functions=tuple(offered_functions("default", task_names=[hang.name, hang_twice.name])),
+            client_id=None,
+            prefetch=1,
+            burst=False,
+            max_jobs=None,
+            concurrency=1,
+        )
+        worker = spec.build(1)  # registered as the pools register it, time limits and hooks too
+        worker.reconnect_delay = 0.05
         thread = threading.Thread(target=worker.work, kwargs={"install_signals": False})
         thread.start()
         try:
