@@ -6,6 +6,7 @@ import asyncio
 import logging
 import resource
 import socket
+import ssl as ssl_module
 from typing import Any
 
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
@@ -64,6 +65,7 @@ class GearmanServer:
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         verbose: str = "WARNING",
         backlog: int = 1024,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -71,6 +73,7 @@ class GearmanServer:
         self.max_packet_size = max_packet_size
         self.verbose = verbose
         self.backlog = backlog
+        self.ssl = ssl  # TLS on every connection when set (see ..tls)
         self.job_retries = job_retries
         self.worker_wakeup = worker_wakeup
         self.connections: set[ServerProtocol] = set()
@@ -117,6 +120,7 @@ class GearmanServer:
             self.requested_port,
             backlog=self.backlog,
             reuse_address=True,
+            ssl=self.ssl,
         )
         if replayed:
             logger.info("replayed %d durable job(s)", replayed)
