@@ -16,6 +16,8 @@ from typing import Any
 
 from ..errors import StartupError, UsageError
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
+from ..tls import add_server_arguments as add_tls_arguments
+from ..tls import server_context as tls_server_context
 from .app import GearmanServer, raise_file_limit
 from .store import open_store
 
@@ -72,6 +74,14 @@ def add_arguments(
         ),
     )
     parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help=(
+            "fsync every commit of the durable store before JOB_CREATED (power-loss durable; "
+            "default: the write reaches the OS, which survives a crash of the server)"
+        ),
+    )
+    parser.add_argument(
         "--job-retries",
         type=_non_negative,
         default=0,
@@ -104,6 +114,7 @@ def add_arguments(
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level of the django_gearman.server logger",
     )
+    add_tls_arguments(parser)
 
 
 def _non_negative(text: str) -> int:
@@ -174,7 +185,7 @@ def run(
     raise_file_limit()
     tune_gc()
     try:
-        store = open_store(options.queue)
+        store = open_store(options.queue, fsync=getattr(options, "fsync", False))
     except (OSError, ValueError) as error:
         raise StartupError(f"cannot open the job store {options.queue!r}: {error}") from error
     server = GearmanServer(
@@ -184,6 +195,7 @@ def run(
         job_retries=options.job_retries,
         worker_wakeup=options.worker_wakeup,
         max_packet_size=options.max_packet_size,
+        ssl=tls_server_context(options),
     )
 
     async def main() -> None:

@@ -38,12 +38,13 @@ __all__ = [
 ]
 
 
-def open_store(spec: str) -> JobStore:
-    """``"memory"`` gives a :class:`MemoryStore`; anything else is the path of a SQLite file."""
+def open_store(spec: str, *, fsync: bool = False) -> JobStore:
+    """``"memory"`` gives a :class:`MemoryStore`; anything else is the path of a SQLite file
+    (``fsync``: every commit reaches the disk before it is acknowledged)."""
     if not spec or not spec.strip():
         raise UsageError(
             "the job store must be 'memory' or the path of a SQLite file, not an empty string"
         )
     if spec.strip().lower() == "memory":
         return MemoryStore()
-    return SqliteStore(spec)
+    return SqliteStore(spec, synchronous="FULL" if fsync else "NORMAL")
