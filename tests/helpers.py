@@ -72,6 +72,8 @@ class MemoryServer:
         self.store = MemoryStore()
         self.verbose = "WARNING"
         self.max_packet_size = DEFAULT_MAX_PACKET_SIZE
+        self.max_buffer_bytes = 0
+        self.buffered = 0
         self.dirty: list[Any] = []
         self.pending: list[Any] = []
         self.held: list[Any] = []

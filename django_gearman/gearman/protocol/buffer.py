@@ -41,10 +41,21 @@ class PacketBuffer:
     server takes everything (it answers a response-magic packet with an ERROR itself).
 
     After a :class:`RemoteProtocolError` the buffer is broken: every later call raises the same
-    error, because the byte stream can no longer be framed.
+    error, because the byte stream can no longer be framed. With ``defer_errors`` (the server),
+    :meth:`feed` instead returns the frames that came before the bad one and keeps the error in
+    :attr:`error`: the peer is owed the replies to those frames before it is dropped.
     """
 
-    __slots__ = ("_data", "_error", "binary", "magic", "max_line_size", "max_packet_size", "text")
+    __slots__ = (
+        "_data",
+        "_error",
+        "binary",
+        "defer_errors",
+        "magic",
+        "max_line_size",
+        "max_packet_size",
+        "text",
+    )
 
     def __init__(
         self,
@@ -54,8 +65,10 @@ class PacketBuffer:
         magic: bytes | None = None,
         text: bool = True,
         binary: bool = True,
+        defer_errors: bool = False,
     ) -> None:
         self._data = bytearray()
+        self.defer_errors = defer_errors
         self._error: RemoteProtocolError | None = None
         self.max_packet_size = max_packet_size
         self.max_line_size = max_line_size
@@ -67,10 +80,19 @@ class PacketBuffer:
         """Bytes received but not yet returned as frames."""
         return len(self._data)
 
+    @property
+    def error(self) -> RemoteProtocolError | None:
+        """Why the stream can no longer be framed (None while it can)."""
+        return self._error
+
+    def clear(self) -> None:
+        """Drop what is buffered (the connection is gone): its memory goes back at once."""
+        self._data = bytearray()
+
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data`` and return every frame it completes, in order."""
         if self._error is not None:
-            raise self._error
+            return self._fail(self._error, [])
         buf = self._data
         if buf:
             buf += data
@@ -122,12 +144,18 @@ class PacketBuffer:
         except RemoteProtocolError as error:
             self._error = error
             self._data = bytearray()
-            raise
+            return self._fail(error, frames)
         if buf:
             del buf[:pos]
         elif pos < end:
             self._data = bytearray(view[pos:])
         return frames
+
+    def _fail(self, error: RemoteProtocolError, frames: list[Frame]) -> list[Frame]:
+        """Raise ``error``, or with ``defer_errors`` return the frames read before it."""
+        if self.defer_errors:
+            return frames
+        raise error
 
     def _refuse(self, magic: bytes, type_value: int) -> None:
         """Raise: a packet this end never receives (the wrong magic, or binary at all)."""

@@ -7,9 +7,11 @@ import logging
 import resource
 import socket
 import ssl as ssl_module
+import time
 from typing import Any
 
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
+from .access import LOOPBACK, AddressList, Network
 from .connection import ServerProtocol
 from .model import ServerJob, job_created, packet
 from .state import ServerState
@@ -52,7 +54,19 @@ class GearmanServer:
     background jobs durable (default: memory only). ``job_retries`` caps how often a job whose
     worker vanished is retried (0 = forever, as gearmand's ``-j 0``); ``worker_wakeup`` caps how
     many sleeping workers one new job wakes (0 = all).
+
+    Limits (0 = none): ``max_connections``; ``idle_timeout`` seconds after which a connection
+    that is neither a worker nor waiting for a job is closed; ``max_buffer_bytes`` of
+    unfinished packets over all connections (past it, the connection that adds more is cut
+    off) and ``max_output_bytes`` of output waiting for one client that does not read;
+    ``max_jobs`` and ``max_job_bytes`` over all functions; ``max_queue`` per priority for every
+    function and ``limits`` per function (``maxqueue`` changes are kept in a durable store).
+    Access: ``allow`` networks may connect, ``admin_allow`` ones may change the server (both
+    loopback by default).
     """
+
+    #: A connection that stops mid-packet for this long is closed, idle timeout or not.
+    STALLED_TIMEOUT = 60.0
 
     def __init__(
         self,
@@ -66,6 +80,16 @@ class GearmanServer:
         verbose: str = "WARNING",
         backlog: int = 1024,
         ssl: ssl_module.SSLContext | None = None,
+        max_connections: int = 0,
+        idle_timeout: float = 0,
+        max_buffer_bytes: int = 256 * 1024 * 1024,
+        max_output_bytes: int = 64 * 1024 * 1024,
+        max_jobs: int = 0,
+        max_job_bytes: int = 0,
+        max_queue: int = 0,
+        limits: dict[bytes, tuple[int, int, int]] | None = None,
+        allow: tuple[Network, ...] = LOOPBACK,
+        admin_allow: tuple[Network, ...] = LOOPBACK,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -76,6 +100,19 @@ class GearmanServer:
         self.ssl = ssl  # TLS on every connection when set (see ..tls)
         self.job_retries = job_retries
         self.worker_wakeup = worker_wakeup
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_buffer_bytes = max_buffer_bytes
+        self.max_output_bytes = max_output_bytes
+        self.max_jobs = max_jobs
+        self.max_job_bytes = max_job_bytes
+        self.max_queue = max_queue
+        self.limits = dict(limits or {})
+        self.allow = AddressList(allow)
+        self.admin_allow = AddressList(admin_allow)
+        self.buffered = 0  # bytes of unfinished packets held by all connections
+        self.refused = 0  # connections refused since the last warning about it
+        self._refused_logged = 0.0
         self.connections: set[ServerProtocol] = set()
         self.dirty: list[ServerProtocol] = []
         # Durable submits waiting for their commit, in store-id order, and the connections
@@ -109,6 +146,10 @@ class GearmanServer:
             job_retries=self.job_retries,
             worker_wakeup=self.worker_wakeup,
             handle_prefix=b"H:" + socket.gethostname().encode(),
+            max_jobs=self.max_jobs,
+            max_job_bytes=self.max_job_bytes,
+            max_queue=(self.max_queue,) * 3,
+            limits={**self.limits, **self._stored_limits()},
         )
         self._tick()
         replayed = self._replay()
@@ -181,11 +222,63 @@ class GearmanServer:
         if self.dirty:
             self.schedule_flush()
 
+    def _stored_limits(self) -> dict[bytes, tuple[int, int, int]]:
+        """Queue limits set by ``maxqueue`` before a restart (they win over ``limits``)."""
+        load = getattr(self.store, "load_limits", None)
+        return dict(load()) if load is not None else {}
+
     def _tick(self) -> None:
-        """Keep ``state.stamp`` at the current second (the jobs' enqueue time)."""
+        """Keep ``state.stamp`` at the current second (the jobs' enqueue time); close
+        connections idle or stalled mid-packet for too long."""
         now = self.state.tick()
         assert self._loop is not None
         self._ticker = self._loop.call_later(1.0 - now % 1.0 + 0.001, self._tick)
+        if self.connections and int(now) % 2 == 0:
+            self._close_idle(int(now))
+
+    def _close_idle(self, now: int) -> None:
+        idle = self.idle_timeout
+        stalled = self.STALLED_TIMEOUT if not idle else min(idle, self.STALLED_TIMEOUT)
+        for connection in list(self.connections):
+            quiet = now - connection.last_seen
+            if quiet < stalled and (not idle or quiet < idle):
+                continue
+            peer = connection.peer
+            if connection.buffered and quiet >= stalled:
+                why = f"stalled mid-packet for {quiet} s"
+            elif idle and quiet >= idle and not (peer.abilities or peer.waiting_on or peer.jobs):
+                why = f"idle for {quiet} s (--idle-timeout {idle:g})"
+            else:
+                continue
+            logger.info("closing %s: %s", peer.host, why)
+            if connection.transport is not None:
+                connection.transport.abort()
+
+    def admit(self, host: str, count: int) -> str | None:
+        """Why a new connection from ``host`` is refused (None: it is welcome)."""
+        why = None
+        if host not in self.allow:
+            why = f"{host} is not in --allow {self.allow}"
+        elif self.max_connections and count >= self.max_connections:
+            why = f"{count} connections open (--max-connections {self.max_connections})"
+        if why is not None:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._refused_logged >= 10:  # one line per 10 s, however many come
+                logger.warning("refused %d connection(s), the last because %s", self.refused, why)
+                self.refused = 0
+                self._refused_logged = now
+        return why
+
+    def is_admin(self, host: str) -> bool:
+        """Whether ``host`` may send state-changing admin commands (``--admin-allow``)."""
+        return host in self.admin_allow
+
+    def shutdown(self, graceful: bool) -> None:  # noqa: FBT001 - the admin command's shape
+        """The ``shutdown [graceful]`` admin command: close after this loop turn's replies."""
+        logger.info("shutdown requested by an admin%s", " (graceful)" if graceful else "")
+        assert self._loop is not None
+        self._loop.call_soon(lambda: asyncio.ensure_future(self.close(graceful=graceful)))
 
     def _call_later(self, delay: float, callback: Any) -> asyncio.TimerHandle:
         assert self._loop is not None

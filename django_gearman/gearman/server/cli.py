@@ -18,7 +18,9 @@ from ..errors import StartupError, UsageError
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, DEFAULT_PORT
 from ..tls import add_server_arguments as add_tls_arguments
 from ..tls import server_context as tls_server_context
+from .access import LOOPBACK, is_loopback_bind, parse_networks
 from .app import GearmanServer, raise_file_limit
+from .model import valid_name
 from .store import open_store
 
 __all__ = ["add_arguments", "banner", "main", "parse_addrport", "run"]
@@ -114,6 +116,68 @@ def add_arguments(
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level of the django_gearman.server logger",
     )
+    limits = parser.add_argument_group("limits (0 = none)")
+    limits.add_argument(
+        "--max-connections",
+        type=_non_negative,
+        default=None,
+        help="connections held at once; more are closed at once (default: the open-files "
+        "limit less 64)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_non_negative,
+        default=0,
+        help="close a connection silent this many seconds, unless it is a worker or waits for "
+        "a job (default 0: never, as gearmand); one stalled mid-packet is closed after 60 s",
+    )
+    limits.add_argument(
+        "--max-buffer-bytes",
+        type=_non_negative,
+        default=256 * 1024 * 1024,
+        help="unfinished packets held over all connections; the connection that adds more is "
+        "cut off (default 256 MiB)",
+    )
+    limits.add_argument(
+        "--max-output-bytes",
+        type=_non_negative,
+        default=64 * 1024 * 1024,
+        help="output waiting for one client that does not read; past it the client is dropped "
+        "(default 64 MiB)",
+    )
+    limits.add_argument(
+        "--max-jobs", type=_non_negative, default=0, help="live jobs over all functions"
+    )
+    limits.add_argument(
+        "--max-job-bytes",
+        type=_non_negative,
+        default=0,
+        help="bytes of job data over all live jobs",
+    )
+    limits.add_argument(
+        "--max-queue",
+        action="append",
+        default=[],
+        metavar="[FUNCTION=]N[,N,N]",
+        help="jobs (queued and running) per function: N for every function, FUNCTION=N for "
+        "one, N,N,N per priority (high, normal, low); repeatable; the admin 'maxqueue' "
+        "command changes them at run time (kept in a durable --queue)",
+    )
+    access = parser.add_argument_group("access (see docs/server.md, Trust model)")
+    access.add_argument(
+        "--allow",
+        metavar="CIDR[,CIDR...]",
+        default=None,
+        help="networks that may connect (default: loopback only; binding a non-loopback "
+        "address without --allow warns and still accepts loopback only)",
+    )
+    access.add_argument(
+        "--admin-allow",
+        metavar="CIDR[,CIDR...]",
+        default=None,
+        help="networks that may send cancel job, drop function, maxqueue, create function and "
+        "shutdown (default: loopback only)",
+    )
     add_tls_arguments(parser)
 
 
@@ -129,6 +193,53 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def parse_max_queue(
+    values: Sequence[str],
+) -> tuple[int, dict[bytes, tuple[int, int, int]]]:
+    """``--max-queue`` values: the default for every function and the per-function limits."""
+    default = 0
+    limits: dict[bytes, tuple[int, int, int]] = {}
+    for value in values:
+        name, sep, sizes = value.rpartition("=")
+        try:
+            numbers = [int(part) for part in sizes.split(",")]
+            if len(numbers) not in (1, 3) or min(numbers) < 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(
+                f"--max-queue {value!r}: use N, FUNCTION=N or FUNCTION=HIGH,NORMAL,LOW with "
+                "numbers 0 or more"
+            ) from None
+        triple = (numbers[0],) * 3 if len(numbers) == 1 else (numbers[0], numbers[1], numbers[2])
+        if not sep:
+            if len(set(triple)) != 1:
+                raise UsageError(f"--max-queue {value!r}: the default is one number")
+            default = triple[0]
+        elif not valid_name(name.encode()):
+            raise UsageError(f"--max-queue {value!r}: {name!r} is not a valid function name")
+        else:
+            limits[name.encode()] = triple
+    return default, limits
+
+
+def access_options(
+    options: argparse.Namespace, host: str
+) -> tuple[tuple[Any, ...], tuple[Any, ...], list[str]]:
+    """``--allow`` and ``--admin-allow`` as networks, and the warnings to print at start."""
+    notes = []
+    allow_text = getattr(options, "allow", None)
+    admin_text = getattr(options, "admin_allow", None)
+    allow = parse_networks(allow_text, option="--allow") if allow_text else LOOPBACK
+    admin = parse_networks(admin_text, option="--admin-allow") if admin_text else LOOPBACK
+    if not allow_text and not is_loopback_bind(host):
+        notes.append(
+            f"Warning: listening on {host} without --allow: only loopback clients are accepted. "
+            "Pass --allow with the networks of your clients and workers (e.g. --allow "
+            "10.0.0.0/8); anyone who can connect may run any task."
+        )
+    return allow, admin, notes
 
 
 def _loop_factory(
@@ -182,7 +293,14 @@ def run(
     """Run the server until SIGINT/SIGTERM (persist and stop) or SIGUSR1 (stop when idle)."""
     host, port = parse_addrport(options.addrport)
     loop_name, loop_factory = _loop_factory(getattr(options, "loop", "auto"))
-    raise_file_limit()
+    files = raise_file_limit()
+    max_queue, limits = parse_max_queue(getattr(options, "max_queue", []))
+    allow, admin_allow, notes = access_options(options, host)
+    for note in notes:
+        logger.warning("%s", note)
+    max_connections = getattr(options, "max_connections", None)
+    if max_connections is None:
+        max_connections = max(files - 64, 64)
     tune_gc()
     try:
         store = open_store(options.queue, fsync=getattr(options, "fsync", False))
@@ -196,6 +314,16 @@ def run(
         worker_wakeup=options.worker_wakeup,
         max_packet_size=options.max_packet_size,
         ssl=tls_server_context(options),
+        max_connections=max_connections,
+        idle_timeout=getattr(options, "idle_timeout", 0),
+        max_buffer_bytes=getattr(options, "max_buffer_bytes", 256 * 1024 * 1024),
+        max_output_bytes=getattr(options, "max_output_bytes", 64 * 1024 * 1024),
+        max_jobs=getattr(options, "max_jobs", 0),
+        max_job_bytes=getattr(options, "max_job_bytes", 0),
+        max_queue=max_queue,
+        limits=limits,
+        allow=allow,
+        admin_allow=admin_allow,
     )
 
     async def main() -> None:

@@ -8,6 +8,13 @@ replies are written once per event-loop turn. A peer that breaks the protocol ge
 packet and is closed; nobody else notices. Tests drive :class:`ServerConnection` in memory
 against the client and worker conversations, with no socket at all.
 
+Flow control: a connection is handled a bounded number of frames at a time, and stops as soon
+as it has more unsent output than :data:`OUTPUT_HIGH_WATER`; its reading is paused until the
+transport has written that out (asyncio's ``pause_writing``/``resume_writing``), so a client
+that sends requests but never reads its replies stalls only itself. Output others produce for
+a client that does not read (WORK_DATA, NOOP) is capped by the server's ``max_output_bytes``:
+past it, that client is dropped.
+
 Replies stay in request order even when a durable background submit must wait for its
 commit: its JOB_CREATED goes into the peer's output at once, and the output is *held* (nothing
 of it written) until the store has committed that job; a failed commit turns those replies
@@ -23,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RemoteProtocolError
-from ..protocol.buffer import PacketBuffer, TextLine
+from ..protocol.buffer import Frame, PacketBuffer, TextLine
 from ..protocol.constants import REQ, PacketType, Priority
 from ..protocol.packets import PACKET_TYPES, error_packet
 from .model import ERR_INVALID_COMMAND, ERR_UNKNOWN_OPTION, Peer, ServerJob, job_created, packet
@@ -39,7 +46,44 @@ logger = logging.getLogger("django_gearman.server")
 
 T = PacketType
 ERR_MAGIC = packet(T.ERROR, b"INVALID_MAGIC", b"Request magic expected")
+ERR_INVALID_ARGUMENT = packet(T.ERROR, b"INVALID_ARGUMENT", b"Argument out of range")
 _NORMAL = int(Priority.NORMAL)
+
+#: Frames handled per read callback before the loop serves other connections.
+FRAME_BUDGET = 256
+#: Unsent output (bytes) at which a connection stops being served until it is written out.
+OUTPUT_HIGH_WATER = 256 * 1024
+#: Largest CAN_DO_TIMEOUT kept, in milliseconds (about 24 days; larger values are clamped).
+MAX_TIMEOUT_MS = 2**31 - 1
+#: Latest SUBMIT_JOB_EPOCH accepted: the last second of year 9999 (what a datetime can hold).
+MAX_EPOCH = 253_402_300_799
+#: Longest client id kept (gearmand's GEARMAN_MAX_IDENTIFIER); longer ones are cut.
+MAX_CLIENT_ID = 254
+# A client id is only ever shown: bytes that would break an admin line become "_".
+_CLIENT_ID_TABLE = bytes(
+    c if 0x20 < c != 0x7F else 0x5F for c in range(256)
+)  # printable ASCII and UTF-8 bytes kept
+_EMPTY: list[Frame] = []
+
+
+class BudgetExceeded(RemoteProtocolError):
+    """The server holds too many received-but-unhandled bytes: this connection is cut off."""
+
+    def __init__(self, held: int, limit: int) -> None:
+        super().__init__(
+            f"the server holds {held} bytes of unfinished packets (limit {limit}); try later",
+            "SERVER_BUSY",
+        )
+
+
+def _digits(raw: bytes) -> int | None:
+    """A non-negative decimal number, or None (not digits; gearmand reads those as 0).
+    ``int()`` alone would also take spaces, signs and underscores."""
+    if not raw.isdigit() or not raw.isascii():
+        return None
+    if len(raw) > 19:  # more than any value we keep: no need to build a 400-digit int
+        return 10**19
+    return int(raw)
 
 
 class ServerHost(Protocol):
@@ -49,6 +93,8 @@ class ServerHost(Protocol):
     store: JobStore
     verbose: str
     max_packet_size: int
+    max_buffer_bytes: int  # all connections' unfinished packets together (0: no limit)
+    buffered: int  # bytes of unfinished packets held now, all connections
     dirty: list[Any]  # connections with output to write this loop turn
     pending: list[ServerJob]  # durable submits waiting for their commit, in store-id order
     held: list[Any]  # connections whose output waits for a commit
@@ -60,6 +106,11 @@ class ListeningHost(ServerHost, Protocol):
     """A host that listens on a socket, and so keeps its live connections (the GearmanServer)."""
 
     connections: set[Any]
+    max_output_bytes: int  # output waiting for one client that does not read (0: no limit)
+
+    def admit(self, host: str, count: int) -> str | None: ...
+
+    def is_admin(self, host: str) -> bool: ...
 
 
 class ServerConnection:
@@ -69,8 +120,13 @@ class ServerConnection:
         self.server = server
         self.state = server.state
         self.live = True  # False once closed: frames read after that are dropped
-        self.buffer = PacketBuffer(max_packet_size=server.max_packet_size)
+        self.buffer = PacketBuffer(max_packet_size=server.max_packet_size, defer_errors=True)
+        self.buffered = 0  # len(self.buffer) as counted in server.buffered
+        self.frames: list[Frame] = _EMPTY  # received frames not yet handled (flow control)
+        self.next = 0  # index of the next one to handle
+        self.last_seen = server.state.stamp  # Unix second of the last bytes received
         self.out: list[bytes] = []  # replies not yet written, in order
+        self.out_size = 0  # bytes in self.out
         self.held = 0  # id of the last durable job in self.out still being committed (0: none)
         self.peer = Peer(self.write)
         self.durable: bool = server.store.durable
@@ -82,26 +138,83 @@ class ServerConnection:
         self.state.connect(self.peer)
 
     def closed(self) -> None:
-        """The connection is gone: its running jobs go back to the queue, its waits end."""
+        """The connection is gone: its running jobs go back to the queue, its waits end, and
+        what it held (buffers, unsent output) is freed now, not at the next GC cycle."""
         self.live = False
         self.state.disconnect(self.peer)
+        self.server.buffered -= self.buffered
+        self.buffered = 0
+        self.buffer.clear()
+        self.frames = _EMPTY
+        self.out.clear()
+        self.out_size = 0
+        self.peer.write = _discard  # the peer no longer refers back to this connection
 
     def receive_data(self, data: bytes) -> None:
         """Act on every frame ``data`` completes. A :class:`RemoteProtocolError` means the byte
-        stream can no longer be framed: send :meth:`error_packet` and close."""
-        frames = self.buffer.feed(data)
+        stream can no longer be framed: the replies owed to the frames before the bad one are
+        queued first; then send :meth:`error_packet` and close."""
+        self.take(data)
+        while self.process():
+            pass
+
+    def take(self, data: bytes) -> None:
+        """Frame ``data`` and add its frames to those waiting; enforce the buffer budget."""
+        buffer = self.buffer
+        frames = buffer.feed(data)
+        held = len(buffer)
+        if held != self.buffered:
+            server = self.server
+            server.buffered += held - self.buffered
+            self.buffered = held
+            limit = server.max_buffer_bytes
+            if held and limit and server.buffered > limit:
+                raise BudgetExceeded(server.buffered, limit)
+        if self.next < len(self.frames):
+            self.frames = self.frames[self.next :] + frames
+        else:
+            self.frames = frames
+        self.next = 0
+
+    def process(self, budget: int = FRAME_BUDGET) -> bool:
+        """Handle waiting frames, up to ``budget`` of them or until :data:`OUTPUT_HIGH_WATER`
+        bytes of output wait. True if frames are left for later; raises the stream's
+        :class:`RemoteProtocolError` once the frames before it are handled."""
+        frames = self.frames
+        index = self.next
+        end = len(frames)
+        stop = index + budget if end - index > budget else end
         handlers = _HANDLERS
-        for frame in frames:
+        while index < stop:
             if not self.live:
-                return
+                self.frames = _EMPTY
+                return False
+            frame = frames[index]
+            index += 1
             if type(frame) is TextLine:  # (not isinstance: the path of every packet)
                 self.write(
-                    admin_reply(self.state, self.peer, frame.line, verbose=self.server.verbose)
+                    admin_reply(
+                        self.state,
+                        self.peer,
+                        frame.line,
+                        verbose=self.server.verbose,
+                        shutdown=getattr(self.server, "shutdown", None),
+                    )
                 )
             elif frame[0] == REQ:
                 handlers[frame[1]](self, frame[2])  # type: ignore[misc]  # a Packet here
             else:
                 self.write(ERR_MAGIC)
+            if self.out_size > OUTPUT_HIGH_WATER:
+                break
+        self.next = index
+        if index < end:
+            return True
+        self.frames = _EMPTY
+        error = self.buffer.error
+        if error is not None:
+            raise error
+        return False
 
     @staticmethod
     def error_packet(error: RemoteProtocolError) -> bytes:
@@ -116,6 +229,7 @@ class ServerConnection:
             self.server.dirty.append(self)
             self.server.schedule_flush()
         out.append(data)
+        self.out_size += len(data)
 
     def data_to_send(self) -> bytes:
         """The replies to write now: none while they wait for a commit (see :attr:`held`)."""
@@ -124,6 +238,7 @@ class ServerConnection:
             return b""
         data = b"".join(out)
         out.clear()
+        self.out_size = 0
         return data
 
     def release(self, failed: dict[bytes, bytes]) -> None:
@@ -156,11 +271,8 @@ class ServerConnection:
         self.state.can_do(self.peer, args[0])
 
     def _on_can_do_timeout(self, args: tuple[bytes, ...]) -> None:
-        try:
-            timeout = int(args[1])
-        except ValueError:
-            timeout = 0
-        self.state.can_do(self.peer, args[0], max(0, timeout))
+        timeout = _digits(args[1]) or 0  # not a number: no timeout, as gearmand's atoi gives
+        self.state.can_do(self.peer, args[0], min(timeout, MAX_TIMEOUT_MS))
 
     def _on_cant_do(self, args: tuple[bytes, ...]) -> None:
         self.state.cant_do(self.peer, args[0])
@@ -185,14 +297,15 @@ class ServerConnection:
             self.write(ERR_UNKNOWN_OPTION)
 
     def _on_set_client_id(self, args: tuple[bytes, ...]) -> None:
-        self.peer.client_id = args[0] or b"-"
+        # Shown in ``workers`` and logs only: bytes that would break an admin line become "_".
+        self.peer.client_id = args[0][:MAX_CLIENT_ID].translate(_CLIENT_ID_TABLE) or b"-"
 
     def _on_submit_epoch(self, args: tuple[bytes, ...]) -> None:
-        try:
-            when = int(args[2])
-        except ValueError:
-            when = 0
-        self._submit(args[0], args[1], args[3], _NORMAL, background=True, when=max(0, when))
+        when = _digits(args[2]) or 0  # negative or not a number: due now (gearmand's strtoll)
+        if when > MAX_EPOCH:
+            self.write(ERR_INVALID_ARGUMENT)
+            return
+        self._submit(args[0], args[1], args[3], _NORMAL, background=True, when=when)
 
     def _on_submit_reduce(self, args: tuple[bytes, ...], *, background: bool) -> None:
         self._submit(args[0], args[1], args[3], _NORMAL, background=background, reducer=args[2])
@@ -249,18 +362,32 @@ class ServerConnection:
 
 
 class ServerProtocol(ServerConnection, asyncio.Protocol):
-    """A :class:`ServerConnection` on an asyncio transport (the server's connections)."""
+    """A :class:`ServerConnection` on an asyncio transport (the server's connections), with
+    flow control: see the module docstring."""
 
     def __init__(self, server: ListeningHost) -> None:
         super().__init__(server)
+        self.host = server
         self.connections = server.connections  # the server's, to join and leave
         self.transport: asyncio.Transport | None = None
+        self.reading_paused = False
+        self.writing_paused = False  # the transport's buffer is over its high-water mark
+        self.resume_scheduled = False
+        self.closing: bytes | None = None  # the ERROR to send once held output is written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         peername = transport.get_extra_info("peername")
-        self.opened(sock.fileno() if sock is not None else -1, peername[0] if peername else "-")
+        host = peername[0] if peername else "-"
+        refusal = self.host.admit(host, len(self.connections))
+        if refusal is not None:
+            self.live = False
+            self.peer.closed = True  # never joined the state: nothing to undo
+            transport.close()
+            return
+        self.peer.admin = self.host.is_admin(host)
+        self.opened(sock.fileno() if sock is not None else -1, host)
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -269,26 +396,101 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        self.last_seen = self.state.stamp
         try:
-            self.receive_data(data)
+            self.take(data)
+            if self.process():
+                self._backlogged()
         except RemoteProtocolError as error:
             self._protocol_error(error)
+
+    def _backlogged(self) -> None:
+        """Frames are left: stop reading until they are handled, and handle them on a later
+        loop turn (after this turn's output is written), unless the transport is full."""
+        if not self.reading_paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.reading_paused = True
+        if not self.writing_paused and not self.resume_scheduled:
+            self.resume_scheduled = True
+            asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self.resume_scheduled = False
+        if not self.live or self.transport is None or self.writing_paused:
+            return  # resume_writing() comes back here
+        try:
+            if self.process():
+                self._backlogged()
+                return
+        except RemoteProtocolError as error:
+            self._protocol_error(error)
+            return
+        if self.reading_paused and self.live:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if not self.reading_paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.reading_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if not self.resume_scheduled:
+            self.resume_scheduled = True
+            asyncio.get_running_loop().call_soon(self._resume)
 
     def flush(self) -> None:
         """Write the pending replies, unless they wait for a commit (see :attr:`held`)."""
         data = self.data_to_send()
-        if data and self.transport is not None:
-            self.transport.write(data)
-
-    def _protocol_error(self, error: RemoteProtocolError) -> None:
-        logger.info("closing %s: %s", self.peer.host, error)
         transport = self.transport
         if transport is None:
             return
-        self.flush()
-        transport.write(self.error_packet(error))
-        transport.close()
+        if data:
+            transport.write(data)
+            if self.writing_paused:
+                limit = self.host.max_output_bytes
+                if limit and transport.get_write_buffer_size() > limit:
+                    logger.warning(
+                        "dropping %s: it does not read, and %d bytes of output wait for it "
+                        "(--max-output-bytes %d)",
+                        self.peer.host,
+                        transport.get_write_buffer_size(),
+                        limit,
+                    )
+                    transport.abort()
+                    return
+        if self.closing is not None and not self.held:
+            transport.write(self.closing)
+            transport.close()
+            self.closing = None
+
+    def _protocol_error(self, error: RemoteProtocolError) -> None:
+        """Drop a peer that broke the protocol, after the replies it is owed. A client gets an
+        ERROR packet first; a worker (it registered functions) does not, because workers
+        pipeline GRAB_JOB after each result and would read the ERROR as that reply (Perl's
+        Gearman::Worker then dies): closed silently, it reconnects."""
+        transport = self.transport
         self.live = False
+        if transport is None:
+            return
+        worker = bool(self.peer.abilities)
+        logger.warning(
+            "closing %s%s: %s",
+            self.peer.host,
+            " (a worker, without an ERROR)" if worker else "",
+            error,
+        )
+        self.closing = b"" if worker else self.error_packet(error)
+        if self.reading_paused is False:
+            transport.pause_reading()
+            self.reading_paused = True
+        self.flush()
+
+
+def _discard(data: bytes) -> None:
+    """A closed connection's ``write``: output for it goes nowhere."""
 
 
 def _submitter(

@@ -40,6 +40,22 @@ ERR_QUEUE_FULL = packet(T.ERROR, b"QUEUE_ERROR", b"Job queue is full")
 ERR_UNIQUE_TOO_LARGE = packet(T.ERROR, b"ARGUMENT_TOO_LARGE", b"Unique value too large")
 ERR_UNKNOWN_OPTION = packet(T.ERROR, b"UNKNOWN_OPTION", b"Server does not recognize given option")
 ERR_INVALID_COMMAND = packet(T.ERROR, b"INVALID_COMMAND", b"Command not expected")
+ERR_INVALID_FUNCTION_NAME = packet(
+    T.ERROR,
+    b"INVALID_FUNCTION_NAME",
+    b"Function names are 1-512 bytes without spaces or control characters",
+)
+ERR_SERVER_FULL = packet(T.ERROR, b"QUEUE_ERROR", b"Server job limit reached")
+
+#: Longest function name (libgearman's GEARMAN_FUNCTION_MAX_SIZE).
+MAX_FUNCTION_NAME = 512
+_NAME_BREAKERS = bytes(range(0x21)) + b"\x7f"
+
+
+def valid_name(name: bytes) -> bool:
+    """A function name the text admin protocol can carry: 1-512 bytes, no space or control
+    byte (a tab or newline in one would break ``status`` for every admin client)."""
+    return 0 < len(name) <= MAX_FUNCTION_NAME and name.translate(None, _NAME_BREAKERS) == name
 
 
 class Timer(Protocol):
@@ -59,6 +75,7 @@ class Peer:
 
     __slots__ = (
         "abilities",
+        "admin",
         "client_id",
         "exceptions",
         "fd",
@@ -76,6 +93,7 @@ class Peer:
         self.fd = fd
         self.host = host
         self.client_id = b"-"
+        self.admin = True  # may send state-changing admin commands (see --admin-allow)
         self.exceptions = False
         self.abilities: dict[
             Function, int
@@ -90,10 +108,12 @@ class Peer:
 class Function:
     """A function name's queues (one per priority), workers and counts."""
 
-    __slots__ = ("max_queue", "name", "queues", "running", "sleepers", "workers")
+    __slots__ = ("jobs", "max_queue", "name", "pinned", "queues", "running", "sleepers", "workers")
 
-    def __init__(self, name: bytes) -> None:
+    def __init__(self, name: bytes, max_queue: tuple[int, int, int] = (0, 0, 0)) -> None:
         self.name = name
+        self.jobs = 0  # live jobs of this function in any state: it is forgotten at 0 unused
+        self.pinned = False  # made by ``create function``: kept while unused, as gearmand
         self.queues: tuple[deque[ServerJob], deque[ServerJob], deque[ServerJob]] = (
             deque(),
             deque(),
@@ -102,7 +122,7 @@ class Function:
         self.running = 0
         self.workers: dict[Peer, None] = {}  # ordered set of peers that CAN_DO this
         self.sleepers: dict[Peer, None] = {}  # of those, asleep and not yet sent a NOOP
-        self.max_queue = (0, 0, 0)  # per priority; 0 = unlimited
+        self.max_queue = max_queue  # per priority; 0 = unlimited
 
     @property
     def queued(self) -> int:

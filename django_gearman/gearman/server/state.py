@@ -26,8 +26,10 @@ from collections.abc import Callable
 
 from ..protocol.constants import MAX_UNIQUE_SIZE, PacketType
 from .model import (
+    ERR_INVALID_FUNCTION_NAME,
     ERR_NOT_FOUND,
     ERR_QUEUE_FULL,
+    ERR_SERVER_FULL,
     ERR_UNIQUE_TOO_LARGE,
     NO_JOB,
     NOOP,
@@ -37,6 +39,7 @@ from .model import (
     Store,
     Timer,
     packet,
+    valid_name,
 )
 from .schedule import Schedule
 
@@ -59,8 +62,20 @@ class ServerState:
         worker_wakeup: int = 0,
         handle_prefix: bytes = b"H:localhost",
         clock: Callable[[], float] = time.time,
+        max_jobs: int = 0,
+        max_job_bytes: int = 0,
+        max_queue: tuple[int, int, int] = (0, 0, 0),
+        limits: dict[bytes, tuple[int, int, int]] | None = None,
     ) -> None:
         self.call_later = call_later
+        #: Caps over all functions (0: none): live jobs, and their data and unique bytes.
+        self.max_jobs = max_jobs
+        self.max_job_bytes = max_job_bytes
+        self.job_bytes = 0
+        #: Queue limits per priority: every function's default, and those set per function
+        #: (``--max-queue NAME=N`` or ``maxqueue``), which outlive the function itself.
+        self.default_max_queue = max_queue
+        self.limits: dict[bytes, tuple[int, int, int]] = dict(limits or {})
         self.store = store
         self.job_retries = job_retries
         self.worker_wakeup = worker_wakeup
@@ -102,10 +117,12 @@ class ServerState:
                 timer.cancel()
             self._give_back(job)
         peer.jobs.clear()
-        for function in peer.abilities:
+        abilities = list(peer.abilities)
+        peer.abilities.clear()
+        for function in abilities:
             function.workers.pop(peer, None)
             function.sleepers.pop(peer, None)
-        peer.abilities.clear()
+            self._maybe_forget(function)
         for job in peer.waiting_on:
             if peer in job.clients:
                 job.clients.remove(peer)
@@ -114,10 +131,36 @@ class ServerState:
         peer.waiting_on.clear()
 
     def function(self, name: bytes) -> Function:
+        """The function named ``name``, made if new (the caller has checked the name)."""
         function = self.functions.get(name)
         if function is None:
-            function = self.functions[name] = Function(name)
+            function = self.functions[name] = Function(
+                name, self.limits.get(name, self.default_max_queue)
+            )
         return function
+
+    def _maybe_forget(self, function: Function) -> None:
+        """Forget a function no job, worker or ``create function`` refers to: a client cannot
+        grow the server by naming functions. Its queue limit is kept in :attr:`limits`."""
+        if (
+            not function.jobs
+            and not function.workers
+            and not function.pinned
+            and self.functions.get(function.name) is function
+        ):
+            del self.functions[function.name]
+
+    def set_max_queue(self, name: bytes, sizes: tuple[int, int, int] | None) -> None:
+        """``maxqueue``: set (or with None, clear back to the default) a function's limits."""
+        if sizes is None:
+            self.limits.pop(name, None)
+        else:
+            self.limits[name] = sizes
+        function = self.functions.get(name)
+        if function is not None:
+            function.max_queue = sizes if sizes is not None else self.default_max_queue
+        if self.store is not None and hasattr(self.store, "save_limit"):
+            self.store.save_limit(name, sizes)
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -141,7 +184,9 @@ class ServerState:
             return None, False, ERR_UNIQUE_TOO_LARGE
         function = self.functions.get(name)
         if function is None:
-            function = self.functions[name] = Function(name)
+            if not valid_name(name):
+                return None, False, ERR_INVALID_FUNCTION_NAME
+            function = self.function(name)
         key = None
         if unique:
             key = (name, b"-\0" + data) if unique == b"-" else (name, unique)
@@ -154,7 +199,16 @@ class ServerState:
                 return existing, False, None
         limit = function.max_queue[priority]
         if limit and function.total >= limit:
+            self._maybe_forget(function)
             return None, False, ERR_QUEUE_FULL
+        if peer is not None and (self.max_jobs or self.max_job_bytes):  # (not on replay)
+            if (self.max_jobs and len(self.jobs) >= self.max_jobs) or (
+                self.max_job_bytes and self.job_bytes + len(data) > self.max_job_bytes
+            ):
+                self._maybe_forget(function)
+                return None, False, ERR_SERVER_FULL
+        function.jobs += 1
+        self.job_bytes += len(data)
         handle = self._handle_prefix + str(next(self._counter)).encode()
         job = ServerJob(handle, function, unique, data, priority, background, when, reducer)
         job.enqueued = self.stamp
@@ -218,7 +272,14 @@ class ServerState:
     # -- workers ----------------------------------------------------------------------------
 
     def can_do(self, peer: Peer, name: bytes, timeout_ms: int = 0) -> None:
-        function = self.function(name)
+        function = self.functions.get(name)
+        if function is None:
+            if not valid_name(name):  # CAN_DO has no reply: a job for it could never be sent
+                logger.warning(
+                    "ignoring CAN_DO %r from %s: not a valid function name", name[:80], peer.host
+                )
+                return
+            function = self.function(name)
         peer.abilities[function] = timeout_ms
         function.workers[peer] = None
 
@@ -232,6 +293,7 @@ class ServerState:
         for job in [job for job in peer.jobs if job.function is function]:
             self._release_worker(peer, job)
             self._give_back(job)
+        self._maybe_forget(function)
 
     def reset_abilities(self, peer: Peer) -> None:
         for function in list(peer.abilities):
@@ -300,7 +362,7 @@ class ServerState:
         logger.info(
             "job %s timed out on worker %s; requeueing",
             job.handle.decode(),
-            peer.client_id.decode(),
+            peer.client_id.decode("utf-8", "replace"),
         )
         del peer.jobs[job]
         self._give_back(job)
@@ -364,7 +426,12 @@ class ServerState:
             client.write(data)
 
     def _finish(self, job: ServerJob, *, store: bool = True) -> None:
-        self.jobs.pop(job.handle, None)
+        if self.jobs.pop(job.handle, None) is job:
+            self.job_bytes -= len(job.data)
+            function = job.function
+            function.jobs -= 1
+            if not function.jobs:
+                self._maybe_forget(function)
         if job.key is not None and self.uniques.get(job.key) is job:
             del self.uniques[job.key]
             if self.by_unique.get(job.unique) is job:

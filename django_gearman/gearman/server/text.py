@@ -4,12 +4,12 @@ and our ``show queue``."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 
 from ..protocol import text as fmt
 from ..protocol.constants import Priority
-from .model import Function, Peer, ServerJob
+from .model import Function, Peer, ServerJob, valid_name
 from .state import ServerState
 
 __all__ = ["VERSION", "admin_reply"]
@@ -19,18 +19,36 @@ VERSION = "1.1.20-django-gearman"
 
 OK = b"OK\r\n"
 
+#: Commands that change the server's state: only peers on the admin allow-list
+#: (``--admin-allow``, loopback by default) may send them.
+STATE_CHANGING = frozenset({b"cancel", b"drop", b"maxqueue", b"create", b"shutdown"})
+DENIED = b"ERR PERMISSION_DENIED Only+addresses+in+--admin-allow+may+change+the+server\r\n"
+
 
 def _err(code: str, message: str = "") -> bytes:
     return fmt.format_error(code, message)
 
 
-def admin_reply(state: ServerState, peer: Peer, line: bytes, *, verbose: str = "WARNING") -> bytes:
-    """The reply to one admin line (tokens split on spaces, the command case-insensitive)."""
+def admin_reply(
+    state: ServerState,
+    peer: Peer,
+    line: bytes,
+    *,
+    verbose: str = "WARNING",
+    shutdown: Callable[[bool], None] | None = None,
+) -> bytes:
+    """The reply to one admin line (tokens split on spaces, the command case-insensitive).
+
+    ``shutdown(graceful)`` stops the server (``shutdown [graceful]``, as gearmand's); without
+    it the command is refused. State-changing commands need ``peer.admin``.
+    """
     tokens = line.split()
     if not tokens:
         return _err("UNKNOWN_COMMAND", "Unknown+server+command")
     command = tokens[0].lower()
     args = tokens[1:]
+    if command in STATE_CHANGING and not peer.admin:
+        return DENIED
     if command == b"status":
         return fmt.format_status(
             fmt.FunctionStatus(_s(f.name), f.total, f.running, len(f.workers))
@@ -60,18 +78,12 @@ def admin_reply(state: ServerState, peer: Peer, line: bytes, *, verbose: str = "
                 for j in state.jobs.values()
             )
         if what == b"unique jobs":
-            return fmt.format_unique_jobs(_s(j.unique) for j in state.jobs.values())
+            return fmt.format_unique_jobs(_line_safe(j.unique) for j in state.jobs.values())
         return _err("UNKNOWN_SHOW_ARGUMENTS")
-    if command == b"cancel" and len(args) == 2 and args[0].lower() == b"job":
-        return OK if state.cancel(args[1]) else _err("UNKNOWN_JOB")
-    if command == b"maxqueue":
-        return _maxqueue(state, args)
-    if command == b"create" and len(args) == 2 and args[0].lower() == b"function":
-        state.function(args[1])
-        return OK
-    if command == b"drop" and len(args) == 2 and args[0].lower() == b"function":
-        error = state.drop_function(args[1])
-        return OK if error is None else f"ERR {error}\r\n".encode()
+    if command in STATE_CHANGING:
+        return _change(state, command, args, shutdown) or _err(
+            "UNKNOWN_COMMAND", "Unknown+server+command" + _s(tokens[0])
+        )
     if command == b"getpid":
         return f"OK {os.getpid()}\n".encode()
     if command == b"verbose":
@@ -81,8 +93,38 @@ def admin_reply(state: ServerState, peer: Peer, line: bytes, *, verbose: str = "
     return _err("UNKNOWN_COMMAND", "Unknown+server+command" + _s(tokens[0]))
 
 
+def _change(
+    state: ServerState,
+    command: bytes,
+    args: list[bytes],
+    shutdown: Callable[[bool], None] | None,
+) -> bytes | None:
+    """The state-changing commands' replies (None: not a well-formed one)."""
+    if command == b"cancel" and len(args) == 2 and args[0].lower() == b"job":
+        return OK if state.cancel(args[1]) else _err("UNKNOWN_JOB")
+    if command == b"maxqueue":
+        return _maxqueue(state, args)
+    if command == b"create" and len(args) == 2 and args[0].lower() == b"function":
+        if not valid_name(args[1]):
+            return _err("INVALID_FUNCTION_NAME", "Function+names+have+no+control+characters")
+        state.function(args[1]).pinned = True
+        return OK
+    if command == b"drop" and len(args) == 2 and args[0].lower() == b"function":
+        error = state.drop_function(args[1])
+        return OK if error is None else f"ERR {error}\r\n".encode()
+    if command == b"shutdown" and len(args) <= 1:
+        graceful = bool(args) and args[0].lower() == b"graceful"
+        if shutdown is None or (args and not graceful):
+            return None
+        shutdown(graceful)
+        return OK
+    return None
+
+
 #: Rows ``show queue`` gives without a count.
 SHOW_QUEUE_DEFAULT = 1000
+#: Most rows one ``show queue`` gives, whatever count is asked for.
+SHOW_QUEUE_MAX = 100_000
 
 
 def _show_queue(state: ServerState, args: list[bytes]) -> bytes:
@@ -90,7 +132,7 @@ def _show_queue(state: ServerState, args: list[bytes]) -> bytes:
     function, priority, state and times."""
     if len(args) > 1 or (args and not args[0].isdigit()):
         return _err("INVALID_ARGUMENTS", "show+queue+takes+one+optional+row+count")
-    limit = int(args[0]) if args else SHOW_QUEUE_DEFAULT
+    limit = min(int(args[0]), SHOW_QUEUE_MAX) if args else SHOW_QUEUE_DEFAULT
     return fmt.format_queue(
         fmt.QueuedJob(
             _s(job.handle),
@@ -138,19 +180,21 @@ def _maxqueue(state: ServerState, args: list[bytes]) -> bytes:
             "INVALID_ARGUMENTS", "An+incomplete+set+of+arguments+was+sent+to+this+command+maxqueue"
         )
     try:
-        sizes = [max(0, int(a)) for a in args[1:]]
+        sizes = [min(max(0, int(a)), 2**31 - 1) for a in args[1:]]
     except ValueError:
         return _err(
             "INVALID_ARGUMENTS", "An+incomplete+set+of+arguments+was+sent+to+this+command+maxqueue"
         )
-    function = state.functions.get(args[0])
-    if function is not None:  # gearmand: an unknown function still gets OK (no-op)
-        if not sizes:
-            function.max_queue = (0, 0, 0)
-        elif len(sizes) >= 3:
-            function.max_queue = (sizes[0], sizes[1], sizes[2])
-        else:
-            function.max_queue = (sizes[0],) * 3
+    # gearmand ignores an unknown function; here the limit waits for the function to appear,
+    # and is kept in the durable store.
+    if not valid_name(args[0]):
+        return _err("INVALID_FUNCTION_NAME", "Function+names+have+no+control+characters")
+    if not sizes:
+        state.set_max_queue(args[0], None)
+    elif len(sizes) >= 3:
+        state.set_max_queue(args[0], (sizes[0], sizes[1], sizes[2]))
+    else:
+        state.set_max_queue(args[0], (sizes[0],) * 3)
     return OK
 
 
@@ -160,3 +204,11 @@ def _functions(state: ServerState) -> list[Function]:
 
 def _s(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+_LINE_BREAKERS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def _line_safe(raw: bytes) -> str:
+    """A unique key on a line of its own: control characters as ``\\xNN`` escapes."""
+    return _s(raw).translate(_LINE_BREAKERS)

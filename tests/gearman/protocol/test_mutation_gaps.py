@@ -588,4 +588,4 @@ def test_a_running_job_whose_clients_all_left_ends_with_its_worker(m: Model) -> 
     assert job.handle in m.state.jobs  # still running
     m.state.disconnect(worker)  # nobody would get the result: dropped, not requeued
     assert job.handle not in m.state.jobs
-    assert not m.state.functions[b"fn"].queues[1]
+    assert b"fn" not in m.state.functions  # no job and no worker left: forgotten
