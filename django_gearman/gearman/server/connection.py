@@ -46,7 +46,9 @@ logger = logging.getLogger("django_gearman.server")
 
 T = PacketType
 ERR_MAGIC = packet(T.ERROR, b"INVALID_MAGIC", b"Request magic expected")
-ERR_INVALID_ARGUMENT = packet(T.ERROR, b"INVALID_ARGUMENT", b"Argument out of range")
+ERR_INVALID_ARGUMENT = packet(
+    T.ERROR, b"INVALID_ARGUMENT", b"The run time must be Unix seconds from 0 to 253402300799"
+)
 _NORMAL = int(Priority.NORMAL)
 
 #: Frames handled per read callback before the loop serves other connections.
@@ -301,8 +303,8 @@ class ServerConnection:
         self.peer.client_id = args[0][:MAX_CLIENT_ID].translate(_CLIENT_ID_TABLE) or b"-"
 
     def _on_submit_epoch(self, args: tuple[bytes, ...]) -> None:
-        when = _digits(args[2]) or 0  # negative or not a number: due now (gearmand's strtoll)
-        if when > MAX_EPOCH:
+        when = _digits(args[2])  # gearmand's strtoll takes "-5" and "abc" (as 0) too: not here
+        if when is None or when > MAX_EPOCH:
             self.write(ERR_INVALID_ARGUMENT)
             return
         self._submit(args[0], args[1], args[3], _NORMAL, background=True, when=when)

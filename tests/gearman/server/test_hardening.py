@@ -122,7 +122,9 @@ def test_huge_can_do_timeout_still_runs_the_job(embedded) -> None:
         assert all(row.running == 0 for row in admin.status() if row.function == "huge_timeout")
 
 
-@pytest.mark.parametrize("epoch", [b"1" + b"0" * 400, str(2**63).encode(), b"1000000000000"])
+@pytest.mark.parametrize(
+    "epoch", [b"1" + b"0" * 400, str(2**63).encode(), b"1000000000000", b"-1", b"soon", b" 12"]
+)
 def test_out_of_range_epoch_is_refused_with_an_error(embedded, epoch: bytes) -> None:
     """An epoch past year 9999 gets ERROR (not silence, not a row that breaks the store)."""
     with connect(embedded) as client:
