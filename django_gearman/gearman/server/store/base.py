@@ -89,6 +89,15 @@ class JobStore(abc.ABC):
         every job up to ``last_id`` not yet reported is now durable (or, with ``error``, lost).
         Jobs are committed in id order, so one call covers a whole batch."""
 
+    def load_limits(self) -> dict[bytes, tuple[int, int, int]]:
+        """Queue limits per function set by ``maxqueue`` (kept by durable stores only)."""
+        return {}
+
+    def save_limit(self, function: bytes, sizes: tuple[int, int, int] | None) -> None:
+        """Keep (or with None, forget) a function's ``maxqueue`` limits; durable stores
+        write it at once (an admin command, rare)."""
+        return  # memory only: the limit lasts until the server stops
+
     @abc.abstractmethod
     def remove(self, job_id: int) -> None:
         """Forget a job, without waiting: removals are batched and may become durable late."""

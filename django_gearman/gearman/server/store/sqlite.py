@@ -44,6 +44,13 @@ _INSERT_ROWS = 199
 _DELETE_IDS = 512
 
 
+# ``maxqueue`` settings, kept across restarts (one row per function; written at once).
+_CREATE_LIMITS = (
+    "CREATE TABLE IF NOT EXISTS limits (function BLOB PRIMARY KEY, high INTEGER NOT NULL, "
+    "normal INTEGER NOT NULL, low INTEGER NOT NULL)"
+)
+
+
 class SqliteStore(JobStore):
     """Background jobs in a SQLite file in WAL mode, group-committed on the event loop's thread.
 
@@ -107,6 +114,34 @@ class SqliteStore(JobStore):
                 StoredJob(job_id, function, unique, priority, data, when, reducer, enqueued)
             )
         return jobs
+
+    def load_limits(self) -> dict[bytes, tuple[int, int, int]]:
+        db = self._open()
+        db.execute(_CREATE_LIMITS)
+        return {
+            bytes(function): (int(high), int(normal), int(low))
+            for function, high, normal, low in db.execute(
+                "SELECT function, high, normal, low FROM limits"
+            )
+        }
+
+    def save_limit(self, function: bytes, sizes: tuple[int, int, int] | None) -> None:
+        self.commit()  # no batch may be open around this statement
+        db = self._open()
+        try:
+            db.execute(_CREATE_LIMITS)
+            if sizes is None:
+                db.execute("DELETE FROM limits WHERE function = ?", (function,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO limits (function, high, normal, low) "
+                    "VALUES (?, ?, ?, ?)",
+                    (function, *sizes),
+                )
+        except sqlite3.Error as error:  # the limit holds until the restart all the same
+            logger.error(
+                "job store %s: could not keep the maxqueue of %r: %s", self.path, function, error
+            )
 
     def add(
         self,
