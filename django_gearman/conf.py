@@ -11,6 +11,8 @@
             "OPTIONS": {"timeout": 30.0},        # GearmanClient keyword arguments
             "OUTBOX": False,                     # True: .background() inside atomic() goes
                                                  # through the transactional outbox too
+            "SSL": {"CA": "/etc/gearman/ca.pem"},  # TLS to every server (docs/tls.md); True:
+                                                 # the system's CAs
         },
     }
 
@@ -25,8 +27,9 @@ alias's settings for ``settings.py``: ``GEARMAN = {"default": gearman_url(env("G
 Nothing here runs at import time; the settings are read on first use and again after
 ``override_settings(GEARMAN=...)``. :func:`check_settings` lists what is wrong, for the system
 checks (``django_gearman.E001`` ...): option values too (E008: a ``?timeout=abc`` would otherwise
-fail at the first job), and a ``GEARMAN_URL`` that is not a Gearman URL (E009). Messages never
-show a URL's ``user:password@`` (it becomes ``***@``).
+fail at the first job), a ``GEARMAN_URL`` that is not a Gearman URL (E009), and TLS options or
+files that cannot be used (E014). Messages never show a URL's ``user:password@`` (it becomes
+``***@``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from django.utils.module_loading import import_string
 from .gearman.base import BaseClient
 from .gearman.client import GearmanClient
 from .gearman.errors import GearmanError, UsageError
+from .gearman.tls import QUERY_KEYS as TLS_QUERY_KEYS
+from .gearman.tls import SETTINGS_KEYS as TLS_SETTINGS_KEYS
+from .gearman.tls import ClientTLS, client_context
 from .gearman.transport import ServerAddress, parse_servers
 
 __all__ = [
@@ -70,7 +76,7 @@ BACKENDS = {
     "immediate": "django_gearman.testing.ImmediateClient",
 }
 DEFAULT_BACKEND = "gearman"
-_ALIAS_KEYS = {"SERVERS", "PREFIX", "BACKEND", "OPTIONS", "OUTBOX"}
+_ALIAS_KEYS = {"SERVERS", "PREFIX", "BACKEND", "OPTIONS", "OUTBOX", "SSL"}
 #: The form of a Gearman URL (``GEARMAN_URL``, :func:`gearman_url`), for messages.
 URL_FORM = "gearman://host:4730[,host2:4730][?option=value]"
 _SERVERS_HINT = (
@@ -85,6 +91,13 @@ TASKS_FRAMEWORK_HINT = (
 )
 #: Query parameters of a Gearman URL that are alias keys, not client options.
 _URL_KEYS = ("prefix", "backend")
+#: The URL schemes, and whether each speaks TLS.
+_SCHEMES = {"gearman": False, "gearmans": True}
+_TLS_HINT = (
+    'For example "SSL": {"CA": "/etc/gearman/ca.pem", "CERT": "client.pem", "KEY": '
+    '"client.key"}, or True for the system\'s CAs; in a URL, gearmans://host:4730?ssl_ca=... '
+    "(see docs/tls.md)."
+)
 # ``user:password@`` in a URL or a server string (with the scheme, if any, kept in group 1).
 _CREDENTIALS = re.compile(r"(?<![^\s'\",(\[])((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^\s'\",(\[]*@")
 
@@ -381,6 +394,7 @@ def _check_alias(
                 "True sends .background() calls made inside atomic() through the outbox.",
             )
         )
+    problems.extend(_check_tls(where, value, from_url=from_url))
     options = value.get("OPTIONS", {})
     if not isinstance(options, dict):
         problems.append(
@@ -403,8 +417,8 @@ def _check_servers(servers: Any) -> str:
             if not isinstance(spec, str):
                 continue
             scheme, sep, _ = spec.strip().partition("://")
-            if sep and scheme.lower() != "gearman":
-                return f"{_mask(spec.strip())!r} is not a gearman:// address"
+            if sep and scheme.lower() not in _SCHEMES:
+                return f"{_mask(spec.strip())!r} is not a gearman:// or gearmans:// address"
             if "@" in spec:
                 return (
                     f"{_mask(spec.strip())!r} has a user or password, which job servers do not take"
@@ -417,6 +431,53 @@ def _check_servers(servers: Any) -> str:
         if "/" in address.host:
             return f"{address.host!r} is not a host name"
     return ""
+
+
+def _check_tls(where: str, value: dict[Any, Any], *, from_url: bool) -> list[tuple[str, str, str]]:
+    """E014: an ``SSL`` value, or the TLS of a ``gearmans://`` server, that cannot be used: a
+    bad option, or a CA, certificate or key file that is missing or not what it should be."""
+    key = f"{where} ?ssl_..." if from_url else f"{where}['SSL']"
+    try:
+        tls = _alias_tls(value.get("SSL"))
+    except UsageError as error:
+        return [("E014", f"{key} is wrong: {error}.", _TLS_HINT)]
+    try:
+        servers = parse_servers(value.get("SERVERS", DEFAULT_SERVERS))
+    except (ValueError, TypeError):
+        servers = []  # E004 says why
+    checked = {tls} if tls is not None else {s.tls for s in servers if s.tls is not None}
+    problems = []
+    for options in checked:
+        try:
+            client_context(options)
+        except UsageError as error:
+            what = key if tls is not None else f"{where} server TLS"
+            problems.append(("E014", f"{what}: {error}.", _TLS_HINT))
+    return problems
+
+
+def _alias_tls(value: Any) -> ClientTLS | None:
+    """An alias's ``SSL``: a dict of ClientTLS options, True (the defaults), or False/None (each
+    server as its address says); UsageError if it is none of these."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ClientTLS()
+    if not isinstance(value, dict):
+        raise UsageError(f"it must be a dict, True or False, not {type(value).__name__}")
+    unknown = [k for k in value if k not in TLS_SETTINGS_KEYS]
+    if unknown:
+        guesses = [
+            match[0]
+            for name in unknown
+            if (match := difflib.get_close_matches(str(name).upper(), TLS_SETTINGS_KEYS, n=1))
+        ]
+        guess = f" (did you mean {', '.join(map(repr, guesses))}?)" if guesses else ""
+        raise UsageError(
+            f"unknown key(s) {', '.join(map(repr, unknown))}{guess}; the keys are "
+            f"{', '.join(TLS_SETTINGS_KEYS)}"
+        )
+    return ClientTLS.from_settings(value)
 
 
 def _check_options(
@@ -468,10 +529,13 @@ def _check_options(
 def gearman_url(url: str) -> dict[str, Any]:
     """An alias's settings from ``gearman://host1:4730,host2:4731/?prefix=app.&timeout=10``.
 
-    The scheme may be left out (``host:4730``). Query parameters: ``prefix``, ``backend``, and
-    any GearmanClient option, converted to what the option takes (``timeout=5`` is 5.0,
-    ``exceptions=false`` is False; a value that does not convert is kept, for the check E008 to
-    report). :class:`UsageError` (a ValueError) if this is not a Gearman URL.
+    The scheme may be left out (``host:4730``); ``gearmans://`` is TLS to every server (the
+    alias's ``SSL``: ``True``, or the ``ssl_ca``/``ssl_cert``/``ssl_key``/``ssl_verify``/
+    ``ssl_server_hostname`` parameters as its ``CA``/``CERT``/... keys). Query parameters:
+    ``prefix``, ``backend``, and any GearmanClient option, converted to what the option takes
+    (``timeout=5`` is 5.0, ``exceptions=false`` is False; a value that does not convert is
+    kept, for the check E008 to report). :class:`UsageError` (a ValueError) if this is not a
+    Gearman URL.
     """
     try:
         parts = _split_url(url)
@@ -479,8 +543,12 @@ def gearman_url(url: str) -> dict[str, Any]:
         raise UsageError(f"{_mask(url)!r} is not a Gearman URL: {error}; use {URL_FORM}") from None
     result: dict[str, Any] = {"SERVERS": parts.netloc or DEFAULT_SERVERS}
     options: dict[str, Any] = {}
+    tls: dict[str, Any] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "prefix":
+        if key in TLS_QUERY_KEYS:
+            name = TLS_QUERY_KEYS[key].upper()
+            tls[name] = _flag_text(value) if name == "VERIFY" else value
+        elif key == "prefix":
             result["PREFIX"] = value
         elif key == "backend":
             result["BACKEND"] = value
@@ -490,6 +558,8 @@ def gearman_url(url: str) -> dict[str, Any]:
             options[key] = _number(value)  # another backend's option
     if options:
         result["OPTIONS"] = options
+    if _SCHEMES[parts.scheme]:
+        result["SSL"] = tls or True
     return result
 
 
@@ -499,10 +569,17 @@ def _split_url(url: str) -> SplitResult:
         parts = urlsplit(url if "://" in url else f"gearman://{url}")
     except ValueError as error:
         raise UsageError(_mask(str(error))) from None
-    if parts.scheme != "gearman":
-        raise UsageError(f"the scheme is {parts.scheme!r}, not gearman")
+    if parts.scheme not in _SCHEMES:
+        raise UsageError(f"the scheme is {parts.scheme!r}, not gearman (or gearmans for TLS)")
     if "@" in parts.netloc:
         raise UsageError("Gearman job servers take no user or password")
+    if not _SCHEMES[parts.scheme]:
+        names = sorted({k for k, _ in parse_qsl(parts.query) if k in TLS_QUERY_KEYS})
+        if names:
+            raise UsageError(
+                f"{', '.join(names)} {'needs' if len(names) == 1 else 'need'} the gearmans:// "
+                "scheme (TLS)"
+            )
     return parts
 
 
@@ -520,9 +597,13 @@ def _parse(alias: str, value: dict[str, Any]) -> AliasSettings:
     options = dict(value.get("OPTIONS", {}))
     if _is_gearman_client(backend):  # checked already: the values GearmanClient takes (30 -> 30.0)
         options = {k: _OPTIONS[k].convert(v) if k in _OPTIONS else v for k, v in options.items()}
+    servers = parse_servers(value.get("SERVERS", DEFAULT_SERVERS))
+    tls = _alias_tls(value.get("SSL"))
+    if tls is not None:  # SSL goes for every server of the alias
+        servers = [server._replace(tls=tls) for server in servers]
     return AliasSettings(
         alias=alias,
-        servers=tuple(parse_servers(value.get("SERVERS", DEFAULT_SERVERS))),
+        servers=tuple(servers),
         prefix=value.get("PREFIX", ""),
         backend=backend,
         options=options,

@@ -542,3 +542,70 @@ def start_php(
     if wait_for is not None:
         process.wait_for(wait_for, timeout)
     return process
+
+
+# -- TLS (issue #14) ------------------------------------------------------------------------------
+
+
+def tls_admin_command(address: Any, command: str, context: Any, *, timeout: float = 5.0) -> bytes:
+    """One single-line admin command (``getpid``, ``version``) over TLS with ``context`` (an
+    ``ssl.SSLContext``); the reply up to its newline, or what came before the peer closed."""
+    host, port = _split_address(address)
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as sock:
+            sock.sendall(command.encode() + b"\n")
+            reply = b""
+            while b"\n" not in reply:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{host}:{port} did not answer {command!r} over TLS")
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
+
+
+class TLSEmbeddedServer(EmbeddedServer):
+    """:class:`EmbeddedServer` speaking TLS: ``extra_args`` carry ``--ssl-cert`` ...; start()
+    waits for ``getpid`` over TLS with ``context`` (a client ``ssl.SSLContext`` that the server
+    accepts: with its client certificate if it requires one)."""
+
+    kind = "embedded-tls"
+
+    def __init__(self, *, context: Any, extra_args: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(extra_args=extra_args, **kwargs)
+        self.context = context
+
+    def _spawn_and_wait(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="gearmand-"))
+        with open(self._dir / "stderr.log", "wb") as stderr:
+            self._process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=ROOT
+            )
+        deadline = time.monotonic() + self.start_timeout
+        expected = f"OK {self._process.pid}".encode()
+        while self._process.poll() is None:
+            try:
+                reply = tls_admin_command(self.address, "getpid", self.context, timeout=1.0)
+            except OSError:  # not listening yet (an ssl.SSLError too: someone else's port)
+                reply = None
+            if reply is not None and reply.strip() == expected:
+                return
+            if time.monotonic() > deadline:
+                stop_process(self._process)
+                raise PeerError(
+                    f"{self.kind} did not answer getpid over TLS on {self.address} within "
+                    f"{self.start_timeout:.0f} s (last reply {reply!r}):\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+        raise PeerError(
+            f"{self.kind} exited with {self._process.returncode} while starting on "
+            f"{self.address}:\n{' '.join(self.command())}\n{self.log_tail()}"
+        )
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<TLSEmbeddedServer {self.address} {state}>"

@@ -162,6 +162,8 @@ class GearmanServer:
             backlog=self.backlog,
             reuse_address=True,
             ssl=self.ssl,
+            # A peer that never finishes its TLS handshake holds a socket only this long.
+            ssl_handshake_timeout=10.0 if self.ssl is not None else None,
         )
         if replayed:
             logger.info("replayed %d durable job(s)", replayed)

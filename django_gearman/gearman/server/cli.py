@@ -10,6 +10,7 @@ import gc
 import logging
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -203,15 +204,13 @@ def parse_max_queue(
     limits: dict[bytes, tuple[int, int, int]] = {}
     for value in values:
         name, sep, sizes = value.rpartition("=")
-        try:
-            numbers = [int(part) for part in sizes.split(",")]
-            if len(numbers) not in (1, 3) or min(numbers) < 0:
-                raise ValueError
-        except ValueError:
+        parts = sizes.split(",")
+        if len(parts) not in (1, 3) or not all(part.strip().isdigit() for part in parts):
             raise UsageError(
                 f"--max-queue {value!r}: use N, FUNCTION=N or FUNCTION=HIGH,NORMAL,LOW with "
                 "numbers 0 or more"
-            ) from None
+            )
+        numbers = [int(part) for part in parts]
         triple = (numbers[0],) * 3 if len(numbers) == 1 else (numbers[0], numbers[1], numbers[2])
         if not sep:
             if len(set(triple)) != 1:
@@ -366,6 +365,15 @@ def banner(
     """
     queue = getattr(server.store, "path", None) or "memory (background jobs are lost on exit)"
     where = f" ({source})" if source else ""
+    if server.ssl is not None:
+        certificates = (
+            "client certificates required"
+            if server.ssl.verify_mode == ssl.CERT_REQUIRED
+            else "client certificates optional"
+            if server.ssl.verify_mode == ssl.CERT_OPTIONAL
+            else "no client certificates"
+        )
+        notes = [f"TLS: on ({certificates})", *notes]
     return "\n".join(
         [
             f"Gearman job server listening on {server.host}:{server.port}{where} ({loop_name})",

@@ -89,7 +89,7 @@ def listen_address(alias: str = conf.DEFAULT_ALIAS) -> Listen:
     source = f"from {where}"
     if len(servers) > 1:
         source += f": the first local one of its {len(servers)} servers"
-    return Listen(str(local[0]), source)
+    return Listen(str(local[0]._replace(tls=None)), source)  # host:port, no gearmans://
 
 
 # -- where to keep the queue ----------------------------------------------------------------------
