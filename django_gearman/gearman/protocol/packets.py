@@ -128,6 +128,14 @@ class Packet(NamedTuple):
         return encode(self.magic, self.type, self.args)
 
 
+#: Types whose last argument, when it is missing altogether (no NUL before it), is read as
+#: empty: no meaning is lost, and Perl's ``Gearman::Worker`` sends WORK_COMPLETE, WORK_DATA and
+#: WORK_WARNING so for a value of ``""`` or ``"0"`` (``$v ? join("\0", handle, $v) : handle``).
+#: gearmand 1.1.20 drops such a worker's connection; the result is never delivered.
+_LAST_MAY_BE_MISSING = frozenset(
+    {T.WORK_COMPLETE, T.WORK_DATA, T.WORK_WARNING, T.WORK_EXCEPTION, T.ERROR}
+)
+
 #: ``tuple.__new__(Packet, (magic, type, args))`` skips the NamedTuple's Python-level
 #: ``__new__``: the decoder's hot path builds one per packet received.
 _new_packet = tuple.__new__
@@ -198,6 +206,9 @@ def decode_body(magic: bytes, type_value: int, body: bytes) -> Packet:
         return packet
     args = body.split(b"\0", count - 1)
     if len(args) != count:
+        if len(args) == count - 1 and type_value in _LAST_MAY_BE_MISSING:
+            args.append(b"")  # e.g. Perl's Gearman::Worker returning "0" or ""
+            return _new_packet(Packet, (magic, type, tuple(args)))
         raise RemoteProtocolError(
             f"{type.name} needs {count} arguments {ARG_SPEC[type]}, got {len(args)}"
         )

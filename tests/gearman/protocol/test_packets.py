@@ -96,3 +96,19 @@ def test_malformed_frames_are_remote_errors(
 def test_empty_arguments_survive() -> None:
     packet = Packet.request(PacketType.SUBMIT_JOB, b"fn", b"", b"")
     assert PacketBuffer().feed(packet.encode()) == [packet]
+
+
+@pytest.mark.parametrize(
+    "kind", [PacketType.WORK_COMPLETE, PacketType.WORK_DATA, PacketType.WORK_WARNING]
+)
+def test_a_missing_last_argument_is_read_as_empty(kind: PacketType) -> None:
+    """Perl's Gearman::Worker sends these with the handle alone for a value of "" or "0"."""
+    packet = decode_body(REQ, kind, b"H:host:1")
+    assert packet.args == (b"H:host:1", b"")
+
+
+def test_only_the_last_argument_may_be_missing() -> None:
+    with pytest.raises(RemoteProtocolError, match="needs 3 arguments"):
+        decode_body(REQ, PacketType.WORK_STATUS, b"H:host:1")
+    with pytest.raises(RemoteProtocolError, match="needs 3 arguments"):
+        decode_body(REQ, PacketType.SUBMIT_JOB, b"fn")
