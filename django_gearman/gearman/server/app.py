@@ -8,6 +8,7 @@ import resource
 import socket
 import ssl as ssl_module
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
@@ -182,6 +183,12 @@ class GearmanServer:
                 reducer=stored.reducer,
             )
             if job is None:
+                logger.warning(
+                    "stored job %d (function %r) was not replayed: its function name is not "
+                    "valid any more; it stays in the store",
+                    stored.id,
+                    stored.function[:80],
+                )
                 continue
             if created:
                 job.store_id = stored.id
@@ -192,9 +199,10 @@ class GearmanServer:
                 self.store.remove(stored.id)  # a duplicate of a coalesced job
         return count
 
-    def _committed(self, last_id: int, error: BaseException | None) -> None:
-        """The store committed (or, with ``error``, lost) every job up to ``last_id``: queue
-        them, and release the JOB_CREATED replies (turned into ERROR for lost jobs)."""
+    def _committed(self, last_id: int, failed: Mapping[int, BaseException]) -> None:
+        """The store committed every job up to ``last_id`` but those in ``failed``: queue
+        them, and release the JOB_CREATED replies (turned into ERROR for the lost jobs, for
+        every client that submitted or merged onto one)."""
         pending = self.pending
         if pending and pending[-1].store_id <= last_id:
             done, self.pending = pending, []
@@ -204,21 +212,27 @@ class GearmanServer:
                 cut += 1
             done = pending[:cut]
             del pending[:cut]
-        failed: dict[bytes, bytes] = {}
-        if error is None:
-            enqueue = self.state.enqueue
+        replies: dict[bytes, bytes] = {}
+        state = self.state
+        if not failed:  # the path of every commit
+            enqueue = state.enqueue
             for job in done:
+                job.uncommitted = False
                 enqueue(job)
-        else:
-            logger.error("could not store %d job(s): %s", len(done), error)
-            for job in done:
-                self.state.forget(job)
-                failed[job_created(job.handle)] = QUEUE_ERROR
+        for job in done if failed else ():
+            job.uncommitted = False
+            if job.store_id in failed:
+                replies[job_created(job.handle)] = QUEUE_ERROR
+                state.forget(job)
+            else:
+                state.enqueue(job)
+        if failed:
+            logger.error("could not store %d job(s); their clients got QUEUE_ERROR", len(failed))
         held = self.held
         self.held = []
         for connection in held:
             if connection.held <= last_id:
-                connection.release(failed)
+                connection.release(replies)
             else:
                 self.held.append(connection)
         if self.dirty:

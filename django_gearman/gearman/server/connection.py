@@ -344,11 +344,17 @@ class ServerConnection:
         assert job is not None
         reply = job_created(job.handle)
         if not (created and background and self.durable):
+            if job.uncommitted:
+                # Merged onto a durable job whose commit is still to come: answer after it
+                # (ERROR, with the submitter's, if it fails), never before.
+                self._hold(job.store_id, reply)
+                return
             out = self.out
             if not out:
                 self.server.dirty.append(self)
                 self.server.schedule_flush()
             out.append(reply)
+            self.out_size += len(reply)
             if created:
                 state.enqueue(job)
             return
@@ -356,10 +362,16 @@ class ServerConnection:
         job.store_id = server.store.add_nowait(
             name, unique, priority, data, when, reducer, job.enqueued
         )
+        job.uncommitted = True
         server.pending.append(job)
+        self._hold(job.store_id, reply)
+
+    def _hold(self, store_id: int, reply: bytes) -> None:
+        """Queue ``reply``, holding this connection's output until ``store_id`` is committed."""
         if not self.held:
-            server.held.append(self)
-        self.held = job.store_id
+            self.server.held.append(self)
+        if store_id > self.held:
+            self.held = store_id
         self.write(reply)
 
 

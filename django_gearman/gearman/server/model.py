@@ -147,6 +147,7 @@ class ServerJob:
         "ignore",
         "key",
         "numerator",
+        "pending_id",
         "priority",
         "reducer",
         "retries",
@@ -181,6 +182,7 @@ class ServerJob:
         self.when = when
         self.reducer = reducer
         self.store_id = 0
+        self.pending_id = 0  # store id whose commit the job waits for (0: none)
         self.ignore = False
         self.key: tuple[bytes, bytes] | None = None  # (function, unique) for coalescing
         self.enqueued = 0  # Unix seconds of the submit (kept by the durable store); 0 unknown

@@ -208,21 +208,21 @@ def test_removes_are_batched_too(db: str) -> None:
     run(main)
 
 
-def test_a_failed_commit_fails_the_batch_and_the_store_goes_on(
+def test_a_row_that_cannot_be_written_fails_alone_and_the_store_goes_on(
     db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def main() -> None:
         with SqliteStore(db) as store:
             good = add(store, 1)
-            bad = add(store, 2, priority=object())  # cannot be bound: the whole transaction fails
-            with caplog.at_level(logging.ERROR, logger="django_gearman.gearman.server.store"):
+            bad = add(store, 2, priority=object())  # cannot be bound: its transaction fails
+            with caplog.at_level(logging.WARNING, logger="django_gearman.server.store"):
                 with pytest.raises(sqlite3.Error):
                     await bad
-            assert isinstance(good.exception(), sqlite3.Error)  # its batch was rolled back
-            assert "could not commit 2 insert(s)" in caplog.text
-            assert store.commits == 0
+            assert good.result() == 1  # retried alone, it was stored
+            assert "could not store job 2 (function b'fn')" in caplog.text
+            assert "retrying one by one" in caplog.text
             assert await add(store, 3) == 3  # the writer survived
-            assert [job.unique for job in store.load()] == [b"u3"]
+            assert [job.unique for job in store.load()] == [b"u1", b"u3"]
 
     run(main)
 

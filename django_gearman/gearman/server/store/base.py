@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple, TypeVar
 
 __all__ = ["JobStore", "StoreFuture", "StoredJob"]
@@ -36,6 +36,10 @@ class StoreFuture(asyncio.Future[int]):
     __slots__ = ("job_id",)
 
     job_id: int
+
+
+#: ``callback(last_id, failed)`` of :meth:`JobStore.on_commit`.
+CommitCallback = Callable[[int, Mapping[int, BaseException]], None]
 
 
 class JobStore(abc.ABC):
@@ -82,12 +86,12 @@ class JobStore(abc.ABC):
         learns what is durable in batches through :meth:`on_commit`."""
 
     @abc.abstractmethod
-    def on_commit(
-        self, loop: asyncio.AbstractEventLoop, callback: Callable[[int, BaseException | None], None]
-    ) -> None:
-        """Call ``callback(last_id, error)`` on ``loop`` after each transaction that added jobs:
-        every job up to ``last_id`` not yet reported is now durable (or, with ``error``, lost).
-        Jobs are committed in id order, so one call covers a whole batch."""
+    def on_commit(self, loop: asyncio.AbstractEventLoop, callback: CommitCallback) -> None:
+        """Call ``callback(last_id, failed)`` on ``loop`` after each batch that added jobs:
+        every job up to ``last_id`` not yet reported is now durable, except those in ``failed``
+        (job id -> the error that kept it out; empty when all were stored). Jobs are committed
+        in id order, so one call covers a whole batch; a failed batch is retried row by row,
+        so one bad row never fails the others."""
 
     def load_limits(self) -> dict[bytes, tuple[int, int, int]]:
         """Queue limits per function set by ``maxqueue`` (kept by durable stores only)."""

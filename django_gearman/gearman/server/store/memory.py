@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
-from .base import JobStore, StoredJob, StoreFuture
+from .base import CommitCallback, JobStore, StoredJob, StoreFuture
 
 __all__ = ["MemoryStore"]
 
@@ -59,9 +58,7 @@ class MemoryStore(JobStore):
         future.set_result(job_id)
         return future
 
-    def on_commit(
-        self, loop: asyncio.AbstractEventLoop, callback: Callable[[int, BaseException | None], None]
-    ) -> None:
+    def on_commit(self, loop: asyncio.AbstractEventLoop, callback: CommitCallback) -> None:
         pass  # nothing is ever committed
 
     def remove(self, job_id: int) -> None:

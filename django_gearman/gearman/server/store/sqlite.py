@@ -7,13 +7,14 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Mapping
 from functools import cache
 from itertools import chain
+from types import MappingProxyType
 from typing import Any
 
 from ...errors import StoreClosed, StoreError, UsageError
-from .base import JobStore, StoredJob, StoreFuture
+from .base import CommitCallback, JobStore, StoredJob, StoreFuture
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -42,6 +43,33 @@ _SELECT = "SELECT id, priority, run_at, job, enqueued FROM gearman_jobs ORDER BY
 # executemany. 199 rows are 995 parameters, under SQLite's old limit of 999.
 _INSERT_ROWS = 199
 _DELETE_IDS = 512
+_NONE_FAILED: Mapping[int, BaseException] = MappingProxyType({})  # every row was committed
+
+
+# Rows load() found corrupt, kept for a human to look at (``reason`` says what was wrong).
+_CREATE_QUARANTINE = (
+    "CREATE TABLE IF NOT EXISTS quarantine (row_id, priority, run_at, job, enqueued, reason TEXT, "
+    "moved_at INTEGER NOT NULL DEFAULT (strftime('%s', 'now')))"
+)
+
+
+def _corrupt(job_id: Any, priority: Any, when: Any, job: Any, enqueued: Any) -> str | None:
+    """Why a ``gearman_jobs`` row is not a job the server can replay (None: it is one)."""
+    if type(job_id) is not int:
+        return f"id is {type(job_id).__name__}, not an integer"
+    if type(priority) is not int or priority not in (0, 1, 2):
+        return f"priority {priority!r} is not 0, 1 or 2"
+    if type(when) is not int or when < 0:
+        return f"run_at {when!r} is not Unix seconds"
+    if type(enqueued) is not int:
+        return f"enqueued {enqueued!r} is not Unix seconds"
+    if not isinstance(job, bytes):
+        return f"job is {type(job).__name__}, not a blob"
+    if job.count(b"\0") < 3:
+        return "job does not hold function, unique key, reducer and data"
+    if not job.split(b"\0", 1)[0]:
+        return "job has an empty function name"
+    return None
 
 
 # ``maxqueue`` settings, kept across restarts (one row per function; written at once).
@@ -100,20 +128,54 @@ class SqliteStore(JobStore):
         self._futures: list[StoreFuture] = []  # of add(); add_nowait() makes none
         self._deletes: list[int] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None  # loop a commit is due on
-        self._listener: Callable[[int, BaseException | None], None] | None = None
+        self._listener: CommitCallback | None = None
+        self._failed_deletes: list[int] = []  # retried with the next commit
+        self.quarantined = 0  # corrupt rows moved aside by load()
         self._listener_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path}>"
 
     def load(self) -> list[StoredJob]:
+        """Every kept job. A row that is not a job (written by something else, or damaged) is
+        moved to the ``quarantine`` table with one warning naming it and why, and start-up
+        goes on with the others."""
         jobs = []
-        for job_id, priority, when, job, enqueued in self._open().execute(_SELECT):
-            function, unique, reducer, data = job.split(b"\0", 3)
+        bad: list[tuple[Any, str]] = []
+        db = self._open()
+        for row in db.execute(_SELECT).fetchall():
+            job_id, priority, when, job, enqueued = row
+            why = _corrupt(job_id, priority, when, job, enqueued)
+            if why is not None:
+                bad.append((row, why))
+                continue
+            function, unique, reducer, data = bytes(job).split(b"\0", 3)
             jobs.append(
                 StoredJob(job_id, function, unique, priority, data, when, reducer, enqueued)
             )
+        if bad:
+            self._quarantine(bad)
         return jobs
+
+    def _quarantine(self, bad: list[tuple[Any, str]]) -> None:
+        db = self._open()
+        db.execute("BEGIN")
+        db.execute(_CREATE_QUARANTINE)
+        for row, why in bad:
+            logger.warning(
+                "job store %s: row id=%r is not a job (%s); moved it to the quarantine table",
+                self.path,
+                row[0],
+                why,
+            )
+            db.execute(
+                "INSERT INTO quarantine (row_id, priority, run_at, job, enqueued, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*row, why),
+            )
+            db.execute("DELETE FROM gearman_jobs WHERE rowid IS ?", (row[0],))
+        db.execute("COMMIT")
+        self.quarantined += len(bad)
 
     def load_limits(self) -> dict[bytes, tuple[int, int, int]]:
         db = self._open()
@@ -173,9 +235,7 @@ class SqliteStore(JobStore):
             function, unique, priority, data, when, reducer, enqueued, self._listener_loop
         )
 
-    def on_commit(
-        self, loop: asyncio.AbstractEventLoop, callback: Callable[[int, BaseException | None], None]
-    ) -> None:
+    def on_commit(self, loop: asyncio.AbstractEventLoop, callback: CommitCallback) -> None:
         self._listener_loop = loop
         self._listener = callback
 
@@ -229,18 +289,91 @@ class SqliteStore(JobStore):
 
     def commit(self) -> None:
         """Write everything queued, in transactions of at most ``max_batch`` inserts (and as
-        many deletes); resolve the adds' futures and tell the ``on_commit`` listener."""
+        many deletes); resolve the adds' futures and tell the ``on_commit`` listener.
+
+        A transaction that fails is written again row by row (see :meth:`_retry`), so only the
+        rows that cannot be written fail; deletes that were not committed are kept and retried
+        with the next commit, so a finished job is not run again after a restart."""
         self._scheduled = None
+        if self._failed_deletes:
+            self._deletes[:0] = self._failed_deletes
+            self._failed_deletes = []
         while self._db is not None and (self._rows or self._deletes):
             rows, deletes = self._take()
             error = self._write(rows, deletes)
+            failed = _NONE_FAILED if error is None else self._retry(rows, deletes, error)
             if not rows:
                 continue
             last_id = rows[-1][0]
             if self._futures:
-                self._resolve(last_id, error)
+                self._resolve(last_id, failed)
             if self._listener is not None:
-                self._listener(last_id, error)
+                self._listener(last_id, failed)
+
+    def _retry(
+        self, rows: list[Any], deletes: list[int], error: BaseException
+    ) -> dict[int, BaseException]:
+        """``error`` rolled back a batch: return the rows that failed (id -> why).
+
+        A row's own fault (a value SQLite cannot bind or take, a constraint) aborts only its
+        statement, so the batch is written again in one transaction, one statement per row,
+        and only the rows that fail again are left out: one commit, however many rows. An
+        error of the database itself (``OperationalError``: I/O, disk full) would meet every
+        row alike, so the batch fails whole; so does a retry whose commit fails. Deletes not
+        committed are kept for the next commit."""
+        if isinstance(error, sqlite3.OperationalError):
+            return self._lost(rows, deletes, error)
+        logger.warning(
+            "job store %s: a batch of %d insert(s) and %d delete(s) failed (%s); retrying one "
+            "by one",
+            self.path,
+            len(rows),
+            len(deletes),
+            error,
+        )
+        failed: dict[int, BaseException] = {}
+        db = self._open()
+        try:
+            db.execute("BEGIN")
+            insert = _insert_sql(1)
+            for row in rows:
+                try:
+                    db.execute(insert, row)
+                except Exception as row_error:
+                    if isinstance(row_error, sqlite3.OperationalError) or not db.in_transaction:
+                        raise  # the database failed (and may have rolled back): not this row
+                    failed[row[0]] = row_error
+                    logger.error(
+                        "job store %s: could not store job %d (function %r): %s",
+                        self.path,
+                        row[0],
+                        bytes(row[3]).split(b"\0", 1)[0][:80],
+                        row_error,
+                    )
+            for size, start in _chunks(len(deletes), _DELETE_IDS):
+                db.execute(_delete_sql(size), deletes[start : start + size])
+            db.execute("COMMIT")
+        except Exception as retry_error:  # noqa: BLE001 - fails this batch, never the loop
+            self._rollback(db)
+            return self._lost(rows, deletes, retry_error)
+        self.commits += 1
+        return failed
+
+    def _lost(
+        self, rows: list[Any], deletes: list[int], error: BaseException
+    ) -> dict[int, BaseException]:
+        """The whole batch failed: every row in it is lost, its deletes wait for the next
+        commit. One log line for the batch."""
+        logger.error(
+            "job store %s: could not commit %d insert(s) and %d delete(s): %s%s",
+            self.path,
+            len(rows),
+            len(deletes),
+            error,
+            "; the deletes are retried with the next commit" if deletes else "",
+        )
+        self._failed_deletes.extend(deletes)
+        return {row[0]: error for row in rows}
 
     def close(self) -> None:
         """Commit what is queued and close the file; calling it again does nothing."""
@@ -275,7 +408,7 @@ class SqliteStore(JobStore):
             deletes = [d for d in deletes if d < first]
         return rows, deletes
 
-    def _resolve(self, last_id: int, error: BaseException | None) -> None:
+    def _resolve(self, last_id: int, failed: Mapping[int, BaseException]) -> None:
         futures = self._futures
         count = 0
         for future in futures:
@@ -286,6 +419,7 @@ class SqliteStore(JobStore):
                 continue
             if future.get_loop().is_closed():
                 continue
+            error = failed.get(future.job_id)
             if error is None:
                 future.set_result(future.job_id)
             else:
@@ -303,21 +437,17 @@ class SqliteStore(JobStore):
                 db.execute(_delete_sql(size), deletes[start : start + size])
             db.execute("COMMIT")
         except Exception as error:  # noqa: BLE001 - any failure fails this batch, never the loop
-            logger.error(
-                "job store %s: could not commit %d insert(s) and %d delete(s): %s",
-                self.path,
-                len(rows),
-                len(deletes),
-                error,
-            )
-            if db.in_transaction:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    logger.exception("job store %s: rollback failed", self.path)
+            self._rollback(db)
             return error
         self.commits += 1
         return None
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("job store %s: rollback failed", self.path)
 
 
 def _create_private(path: str) -> None:
