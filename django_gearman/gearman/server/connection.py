@@ -344,10 +344,10 @@ class ServerConnection:
         assert job is not None
         reply = job_created(job.handle)
         if not (created and background and self.durable):
-            if job.uncommitted:
-                # Merged onto a durable job whose commit is still to come: answer after it
-                # (ERROR, with the submitter's, if it fails), never before.
-                self._hold(job.store_id, reply)
+            if job.pending_id:
+                # Merged onto a durable job whose commit is still to come: answered after it
+                # (ERROR in place of JOB_CREATED if it fails, as to the job's submitter).
+                self._hold(job.pending_id, reply)
                 return
             out = self.out
             if not out:
@@ -362,7 +362,7 @@ class ServerConnection:
         job.store_id = server.store.add_nowait(
             name, unique, priority, data, when, reducer, job.enqueued
         )
-        job.uncommitted = True
+        job.pending_id = job.store_id
         server.pending.append(job)
         self._hold(job.store_id, reply)
 
