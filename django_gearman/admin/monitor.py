@@ -3,8 +3,11 @@
 One :func:`snapshot` per server asks it, over the text admin protocol, for its version, pid,
 per-function counts by priority, workers and jobs. A server that is down or answers garbage
 gives a snapshot with ``up=False`` and the error, never an exception: a page must show the
-other servers and say what is wrong with this one. gearmand's admin protocol and ours give the
-same rows (``tests/server/test_gearadmin.py``), so nothing here depends on which one answers.
+other servers and say what is wrong with this one. Rows are read one by one: a row that does
+not parse (gearmand escapes nothing, so any client or worker can send a name or client id with
+a tab or a line break) is left out and kept in ``unreadable``, and the rest of the server
+shows. gearmand's admin protocol and ours give the same rows
+(``tests/server/test_gearadmin.py``), so nothing here depends on which one answers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from .. import conf
 from ..gearman.admin_client import GearmanAdminClient
 from ..gearman.errors import AdminError
 from ..gearman.protocol import JobInfo, QueuedJob, WorkerInfo
+from ..gearman.protocol.text import UnreadableRow
 
 __all__ = ["FunctionRow", "ServerSnapshot", "configured_servers", "snapshot", "snapshot_all"]
 
@@ -61,6 +65,8 @@ class ServerSnapshot:
     #: asked for or when the server does not have the command (see ``queue_error``).
     queue: tuple[QueuedJob, ...] | None = None
     queue_error: str = ""
+    #: Reply lines that did not parse, left out of the rows above (see :class:`UnreadableRow`).
+    unreadable: tuple[UnreadableRow, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -94,22 +100,34 @@ def snapshot(
     """
     queue: tuple[QueuedJob, ...] | None = None
     queue_error = ""
+    unreadable: list[UnreadableRow] = []
     try:
         with GearmanAdminClient(address, timeout=timeout) as admin:
             version = admin.version()
             pid = admin.getpid()
-            totals = {row.function: row for row in admin.status()}
-            priorities = {row.function: row for row in admin.priority_status()}
-            workers = tuple(w for w in admin.workers() if w.functions)  # leave out clients
+            status = admin.status(strict=False)
+            per_priority = admin.priority_status(strict=False)
+            connections = admin.workers(strict=False)
+            unreadable += (*status.unreadable, *per_priority.unreadable, *connections.unreadable)
+            totals = {row.function: row for row in status}
+            priorities = {row.function: row for row in per_priority}
+            workers = tuple(w for w in connections if w.functions)  # leave out clients
             if with_queue:
                 try:
-                    queue = tuple(admin.show_queue(queue_limit))
+                    queued = admin.show_queue(queue_limit, strict=False)
                 except AdminError as error:  # gearmand: no such command
                     queue_error = f"this server does not list queued jobs ({error})"
+                else:
+                    queue = tuple(queued)
+                    unreadable += queued.unreadable
             # One line per job: only when asked, and not when ``show queue`` gave them already.
             fetch_jobs = with_jobs and queue is None
-            jobs = tuple(admin.show_jobs()) if fetch_jobs else ()
-            uniques = tuple(admin.show_unique_jobs()) if fetch_jobs else ()
+            jobs: tuple[JobInfo, ...] = ()
+            uniques: tuple[str, ...] = ()
+            if fetch_jobs:
+                listed = admin.show_jobs(strict=False)
+                jobs, uniques = tuple(listed), tuple(admin.show_unique_jobs())
+                unreadable += listed.unreadable
     except Exception as error:  # noqa: BLE001 - any failure is shown, not raised
         return ServerSnapshot(address, aliases, up=False, error=f"{type(error).__name__}: {error}")
     rows = []
@@ -136,6 +154,7 @@ def snapshot(
         unique_keys=uniques,
         queue=queue,
         queue_error=queue_error,
+        unreadable=tuple(unreadable),
     )
 
 

@@ -9,6 +9,10 @@ Seeing a page needs its view permission (``django_gearman.view_queuestatus``, ``
 ``view_joblist``). Changing anything (cancel a job, drop a function, retry a failed task) needs a
 superuser or ``django_gearman.manage_queues``, goes through a confirmation page and a CSRF-checked
 POST, and is written to the admin log. The task results table is :mod:`~.admin.results`.
+
+What a server sends is shown through :mod:`.display`: names with control characters or bytes
+that are not UTF-8 are escaped, actions are offered only for names they can carry, and rows of
+a reply that did not parse are counted above the server's tables ("N rows could not be read").
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..gearman.admin_client import GearmanAdminClient
 from ..gearman.errors import GearmanError
 from ..models import JobList, QueueStatus, WorkerList
 from . import monitor
+from .display import action_problem, label, moment
 
 logger = logging.getLogger("django_gearman.admin")
 
@@ -111,9 +116,26 @@ class LivePageAdmin(admin.ModelAdmin):
         template = self.fragment_template if request.GET.get("fragment") else self.page_template
         return TemplateResponse(request, template, context)
 
+    #: How many unreadable rows a page lists (all are counted).
+    unreadable_shown = 20
+
     def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
-        """What the fragment template shows for one server."""
-        return {"snapshot": snapshot}
+        """What the fragment template shows for one server (text from it made showable)."""
+        unreadable = [
+            {"command": row.command, "text": label(_clip(row.text)), "reason": row.reason}
+            for row in snapshot.unreadable[: self.unreadable_shown]
+        ]
+        return {
+            "snapshot": snapshot,
+            "error": label(snapshot.error),
+            "version": label(snapshot.version),
+            "unreadable": unreadable,
+            "unreadable_count": len(snapshot.unreadable),
+        }
+
+
+def _clip(text: str, size: int = 300) -> str:
+    return text if len(text) <= size else text[:size] + "\u2026"
 
 
 def _totals(snapshots: list[monitor.ServerSnapshot]) -> dict[str, int]:
@@ -137,6 +159,13 @@ class QueueStatusAdmin(LivePageAdmin):
     Also hosts the server actions (cancel a job, drop a function) behind a confirmation page."""
 
     fragment_template = "admin/django_gearman/overview.html"
+
+    def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
+        functions = [
+            {"row": f, "name": label(f.name), "drop_problem": action_problem(f.name)}
+            for f in snapshot.functions
+        ]
+        return {**super().server_context(snapshot), "functions": functions}
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -199,8 +228,9 @@ class QueueStatusAdmin(LivePageAdmin):
         server, target = data.get("server", ""), data.get(field, "")
         if server not in monitor.configured_servers():
             raise Http404(f"{server!r} is not a configured Gearman server")
-        if not target or any(ch.isspace() for ch in target):
-            raise Http404(f"no valid {field} given")
+        problem = action_problem(target)
+        if problem:
+            raise Http404(f"no valid {field} given: {problem}")
         if request.method == "POST" and request.POST.get("confirm") == "yes":
             try:
                 with GearmanAdminClient(server, timeout=self.server_timeout) as admin_client:
@@ -232,6 +262,18 @@ class WorkerListAdmin(LivePageAdmin):
 
     fragment_template = "admin/django_gearman/workers.html"
 
+    def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
+        workers = [
+            {
+                "fd": w.fd,
+                "address": label(w.address),
+                "client_id": label(w.client_id),
+                "functions": [label(name) for name in w.functions],
+            }
+            for w in snapshot.workers
+        ]
+        return {**super().server_context(snapshot), "workers": workers}
+
 
 @admin.register(JobList)
 class JobListAdmin(LivePageAdmin):
@@ -243,12 +285,29 @@ class JobListAdmin(LivePageAdmin):
 
     def server_context(self, snapshot: monitor.ServerSnapshot) -> dict[str, Any]:
         limit = monitor.QUEUE_LIMIT
-        rows = [
-            {"job": job, "enqueued": _when(job.enqueued), "run_at": _when(job.run_at)}
+        queue = [
+            {
+                "job": job,
+                "handle": label(job.handle),
+                "function": label(job.function),
+                "unique": label(job.unique),
+                "priority": label(job.priority),
+                "state": label(job.state),
+                "enqueued": moment(job.enqueued),
+                "run_at": moment(job.run_at),
+                "cancel_problem": action_problem(job.handle),
+            }
             for job in snapshot.queue or ()
         ]
-        return {"snapshot": snapshot, "queue": rows, "limit": limit, "jobs": snapshot.jobs[:limit]}
-
-
-def _when(seconds: int) -> datetime | None:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds else None
+        jobs = [
+            {"job": job, "handle": label(job.handle), "cancel_problem": action_problem(job.handle)}
+            for job in snapshot.jobs[:limit]
+        ]
+        return {
+            **super().server_context(snapshot),
+            "queue": queue,
+            "limit": limit,
+            "jobs": jobs,
+            "queue_error": label(snapshot.queue_error),
+            "unique_keys": [label(key) for key in snapshot.unique_keys[:limit]],
+        }

@@ -18,6 +18,7 @@ from .protocol import (
     WorkerInfo,
 )
 from .protocol import text as fmt
+from .protocol.text import AdminRows
 from .transport import ServerAddress, Transport, parse_server, remaining
 
 __all__ = ["GearmanAdminClient"]
@@ -25,6 +26,11 @@ __all__ = ["GearmanAdminClient"]
 
 class GearmanAdminClient:
     """Admin commands against one job server; the connection is opened lazily and reused.
+
+    The list commands take ``strict``: True (the default) raises
+    :class:`~.errors.RemoteProtocolError` at the first row that does not parse; False skips
+    such rows and lists them in the result's ``unreadable`` (an :class:`~.protocol.text.AdminRows`),
+    so that one odd name sent by any client or worker cannot hide the rest of the reply.
 
     Raises :class:`~.errors.AdminError` when the server answers ``ERR``,
     :class:`~.errors.ServerUnavailable` when it cannot be reached (a ``ConnectionError``), and
@@ -49,28 +55,28 @@ class GearmanAdminClient:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def status(self) -> list[FunctionStatus]:
+    def status(self, *, strict: bool = True) -> AdminRows[FunctionStatus]:
         """Per function: jobs queued+running, running, and available workers."""
-        return fmt.parse_status(self.command("status"))
+        return fmt.parse_status(self.command("status"), strict=strict)
 
-    def priority_status(self) -> list[PriorityStatus]:
+    def priority_status(self, *, strict: bool = True) -> AdminRows[PriorityStatus]:
         """Per function: queued jobs by priority, and workers (gearmand 1.1.15+)."""
-        return fmt.parse_priority_status(self.command("prioritystatus"))
+        return fmt.parse_priority_status(self.command("prioritystatus"), strict=strict)
 
-    def workers(self) -> list[WorkerInfo]:
+    def workers(self, *, strict: bool = True) -> AdminRows[WorkerInfo]:
         """Every connection with its client id and the functions it offers."""
-        return fmt.parse_workers(self.command("workers"))
+        return fmt.parse_workers(self.command("workers"), strict=strict)
 
-    def show_jobs(self) -> list[JobInfo]:
-        return fmt.parse_jobs(self.command("show jobs"))
+    def show_jobs(self, *, strict: bool = True) -> AdminRows[JobInfo]:
+        return fmt.parse_jobs(self.command("show jobs"), strict=strict)
 
     def show_unique_jobs(self) -> list[str]:
         return fmt.parse_unique_jobs(self.command("show unique jobs"))
 
-    def show_queue(self, limit: int = 1000) -> list[QueuedJob]:
+    def show_queue(self, limit: int = 1000, *, strict: bool = True) -> AdminRows[QueuedJob]:
         """Jobs with function, priority, state and times: our server's ``show queue`` (gearmand
         answers ``ERR``, raised as ``AdminError``)."""
-        return fmt.parse_queue(self.command("show queue", str(int(limit))))
+        return fmt.parse_queue(self.command("show queue", str(int(limit))), strict=strict)
 
     def cancel_job(self, handle: str) -> None:
         """Cancel a queued job (``ERR UNKNOWN_JOB`` raises ``AdminError``)."""

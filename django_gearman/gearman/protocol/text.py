@@ -8,18 +8,22 @@ into rows; the ``format_*`` functions produce the same bytes from rows (for our 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import AdminError, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "LIST_COMMANDS",
     "AdminReply",
+    "AdminRows",
     "FunctionStatus",
     "JobInfo",
     "PriorityStatus",
     "QueuedJob",
+    "UnreadableRow",
     "WorkerInfo",
     "command_line",
     "format_error",
@@ -42,6 +46,8 @@ __all__ = [
 
 #: Commands whose reply is a list closed by a ``.`` line.
 LIST_COMMANDS = frozenset({"status", "prioritystatus", "workers", "show jobs", "show unique jobs"})
+
+_Row = TypeVar("_Row")
 
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"  # lossless: names are bytes on the wire
@@ -173,89 +179,227 @@ class AdminReply:
             )
 
 
-def _fields(line: bytes, count: int, what: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """Reply lines that did not parse as a row of ``command``: its raw bytes and why.
+
+    A name with a line break splits one row over several lines; those lines are kept together
+    in ``raw``, joined by ``\\n``, so none of them passes for a row of its own.
+    """
+
+    command: str
+    raw: bytes
+    reason: str
+
+    @property
+    def text(self) -> str:
+        """``raw`` as text (bytes that are not UTF-8 as lone surrogates, losslessly)."""
+        return _text(self.raw)
+
+
+class AdminRows(list[_Row]):
+    """The rows of one list reply (a plain list), and the lines that did not parse.
+
+    With ``strict=False`` a parser keeps going past a line it cannot read and records it in
+    ``unreadable``; a caller can then show the other rows and say how many could not be read.
+    """
+
+    __slots__ = ("unreadable",)
+
+    def __init__(self, rows: Iterable[_Row] = (), unreadable: Iterable[UnreadableRow] = ()) -> None:
+        super().__init__(rows)
+        self.unreadable: tuple[UnreadableRow, ...] = tuple(unreadable)
+
+
+# The row parsers below raise RemoteProtocolError with a short reason; _rows names the line.
+
+
+def _fields(line: bytes, count: int) -> list[str]:
     fields = _text(line).split("\t")
     if len(fields) != count:
-        raise RemoteProtocolError(
-            f"malformed {what} line {line!r}: expected {count} tab-separated fields"
-        )
+        raise RemoteProtocolError(f"expected {count} tab-separated fields")
     return fields
 
 
-def _int(value: str, line: bytes) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise RemoteProtocolError(f"malformed number {value!r} in admin line {line!r}") from None
+def _named_fields(line: bytes, numbers: int) -> list[str]:
+    """A name, then ``numbers`` tab-separated numbers: the name is all before the last ones.
+
+    gearmand escapes nothing, so a name may hold tabs; numbers never do, so this is exact.
+    """
+    fields = _text(line).rsplit("\t", numbers)
+    if len(fields) != numbers + 1:
+        raise RemoteProtocolError(f"expected {numbers + 1} tab-separated fields")
+    return fields
 
 
-def parse_status(lines: Iterable[bytes]) -> list[FunctionStatus]:
-    rows = []
+def _int(value: str) -> int:
+    # ASCII digits only: int() would also take "-1", " 1", "1_0" and other scripts' digits.
+    if value.isascii() and value.isdigit():
+        try:
+            return int(value)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            pass
+    raise RemoteProtocolError(f"malformed number {value[:40]!r}")
+
+
+def _flag(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise RemoteProtocolError(f"malformed flag {value[:40]!r}")
+    return value == "1"
+
+
+def _rows(
+    command: str,
+    lines: Iterable[bytes],
+    parse_line: Callable[[bytes], _Row],
+    *,
+    strict: bool,
+    joins: bool = True,
+) -> AdminRows[_Row]:
+    """Parse row by row; ``strict`` raises at the first line that does not parse.
+
+    Otherwise such a line is recorded as unreadable, and (``joins``) so is every line after it
+    up to the next one that parses: a line break in a name cuts its row in two, and the second
+    half, which ends with the row's numbers, must not pass for a row of its own.
+    """
+    rows: list[_Row] = []
+    unreadable: list[UnreadableRow] = []
+    cut: list[bytes] = []  # lines of a row that does not parse, while it may go on
+    reason = ""
     for line in lines:
-        fn, total, running, workers = _fields(line, 4, "status")
-        rows.append(FunctionStatus(fn, _int(total, line), _int(running, line), _int(workers, line)))
-    return rows
+        try:
+            row = parse_line(line)
+        except RemoteProtocolError as error:
+            if strict:
+                raise _malformed(command, line, error) from None
+            if not joins:
+                unreadable.append(UnreadableRow(command, line, str(error)))
+                continue
+            reason = reason or str(error)
+            cut.append(line)
+            continue
+        if cut:
+            cut.append(line)
+            unreadable.append(UnreadableRow(command, b"\n".join(cut), _split_reason(len(cut))))
+            cut, reason = [], ""
+        else:
+            rows.append(row)
+    if cut:
+        unreadable.append(UnreadableRow(command, b"\n".join(cut), reason))
+    return AdminRows(rows, unreadable)
 
 
-def parse_priority_status(lines: Iterable[bytes]) -> list[PriorityStatus]:
-    rows = []
+def _malformed(command: str, line: bytes, error: RemoteProtocolError) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed {command} line {line[:200]!r}: {error}")
+
+
+def _split_reason(count: int) -> str:
+    return f"one row over {count} lines: a name or client id with a line break"
+
+
+def _status_row(line: bytes) -> FunctionStatus:
+    fn, total, running, workers = _named_fields(line, 3)
+    return FunctionStatus(fn, _int(total), _int(running), _int(workers))
+
+
+def _priority_row(line: bytes) -> PriorityStatus:
+    fn, high, normal, low, workers = _named_fields(line, 4)
+    return PriorityStatus(fn, _int(high), _int(normal), _int(low), _int(workers))
+
+
+def _job_row(line: bytes) -> JobInfo:
+    handle, retries, ignore, queued = _named_fields(line, 3)
+    return JobInfo(handle, _int(retries), _flag(ignore), _flag(queued))
+
+
+def _worker_row(line: bytes) -> WorkerInfo:
+    parts = _text(line).split(" ", 2)
+    if len(parts) != 3:
+        raise RemoteProtocolError("expected 'FD ADDRESS CLIENT_ID :'")
+    fd, address, rest = parts
+    client_id, sep, functions = rest.partition(" :")
+    if not sep:
+        raise RemoteProtocolError("no ' :' separator")
+    # Names are separated by spaces; a tab is part of a name (gearmand escapes nothing).
+    return WorkerInfo(_int(fd), address, client_id, tuple(fn for fn in functions.split(" ") if fn))
+
+
+def _queue_row(line: bytes) -> QueuedJob:
+    handle, function, unique, priority, state, background, durable, enqueued, run_at = _fields(
+        line, 9
+    )
+    return QueuedJob(
+        _unescape(handle),
+        _unescape(function),
+        _unescape(unique),
+        priority,
+        state,
+        _flag(background),
+        _flag(durable),
+        _int(enqueued),
+        _int(run_at),
+    )
+
+
+def parse_status(lines: Iterable[bytes], *, strict: bool = True) -> AdminRows[FunctionStatus]:
+    """``status`` rows; with ``strict=False``, lines that do not parse are kept aside (see
+    :class:`AdminRows`)."""
+    return _rows("status", lines, _status_row, strict=strict)
+
+
+def parse_priority_status(
+    lines: Iterable[bytes], *, strict: bool = True
+) -> AdminRows[PriorityStatus]:
+    return _rows("prioritystatus", lines, _priority_row, strict=strict)
+
+
+_WORKER_ROW_START = re.compile(rb"[0-9]+ [^ ]+ ")
+
+
+def parse_workers(lines: Iterable[bytes], *, strict: bool = True) -> AdminRows[WorkerInfo]:
+    """``workers`` rows. A row is a line starting ``FD ADDRESS `` and holding `` :``; lines
+    before that separator or not starting so are the rest of the row above, cut by a line break
+    in its client id or a function name, and the whole row is unreadable. (A client id can
+    still forge a whole row that looks like any other: gearmand's format cannot tell them apart.)
+    """
+    rows: list[WorkerInfo] = []
+    unreadable: list[UnreadableRow] = []
+    groups: list[list[bytes]] = []
     for line in lines:
-        fn, high, normal, low, workers = _fields(line, 5, "prioritystatus")
-        rows.append(
-            PriorityStatus(
-                fn, _int(high, line), _int(normal, line), _int(low, line), _int(workers, line)
-            )
-        )
-    return rows
+        if groups and (
+            not _WORKER_ROW_START.match(line) or not any(b" :" in part for part in groups[-1])
+        ):
+            groups[-1].append(line)
+        else:
+            groups.append([line])
+    for group in groups:
+        raw = b"\n".join(group)
+        if len(group) > 1:
+            reason = _split_reason(len(group))
+            if strict:
+                raise _malformed("workers", raw, RemoteProtocolError(reason))
+            unreadable.append(UnreadableRow("workers", raw, reason))
+            continue
+        try:
+            rows.append(_worker_row(raw))
+        except RemoteProtocolError as error:
+            if strict:
+                raise _malformed("workers", raw, error) from None
+            unreadable.append(UnreadableRow("workers", raw, str(error)))
+    return AdminRows(rows, unreadable)
 
 
-def parse_workers(lines: Iterable[bytes]) -> list[WorkerInfo]:
-    rows = []
-    for line in lines:
-        text = _text(line)
-        parts = text.split(" ", 2)
-        if len(parts) != 3:
-            raise RemoteProtocolError(f"malformed workers line {line!r}")
-        fd, address, rest = parts
-        client_id, sep, functions = rest.partition(" :")
-        if not sep:
-            raise RemoteProtocolError(f"malformed workers line {line!r}: no ' :' separator")
-        rows.append(WorkerInfo(_int(fd, line), address, client_id, tuple(functions.split())))
-    return rows
-
-
-def parse_jobs(lines: Iterable[bytes]) -> list[JobInfo]:
-    rows = []
-    for line in lines:
-        handle, retries, ignore, queued = _fields(line, 4, "show jobs")
-        rows.append(JobInfo(handle, _int(retries, line), ignore != "0", queued != "0"))
-    return rows
+def parse_jobs(lines: Iterable[bytes], *, strict: bool = True) -> AdminRows[JobInfo]:
+    return _rows("show jobs", lines, _job_row, strict=strict)
 
 
 def parse_unique_jobs(lines: Iterable[bytes]) -> list[str]:
     return [_text(line) for line in lines]
 
 
-def parse_queue(lines: Iterable[bytes]) -> list[QueuedJob]:
-    rows = []
-    for line in lines:
-        handle, function, unique, priority, state, background, durable, enqueued, run_at = _fields(
-            line, 9, "show queue"
-        )
-        rows.append(
-            QueuedJob(
-                _unescape(handle),
-                _unescape(function),
-                _unescape(unique),
-                priority,
-                state,
-                background != "0",
-                durable != "0",
-                _int(enqueued, line),
-                _int(run_at, line),
-            )
-        )
-    return rows
+def parse_queue(lines: Iterable[bytes], *, strict: bool = True) -> AdminRows[QueuedJob]:
+    """``show queue`` rows; our server escapes tabs and line breaks, so rows never join."""
+    return _rows("show queue", lines, _queue_row, strict=strict, joins=False)
 
 
 def parse_ok(lines: Sequence[bytes]) -> None:
