@@ -86,6 +86,8 @@ TARGETS = {
 # Ratios within one server: the deep drain within 2x of the 100k drain rate, and durable
 # background submits at least half the in-memory rate.
 OWN_RATIOS = {"deep_vs_drain": 0.5, "durable_vs_memory": 0.5}
+# Ratios within one server shown for information (no target).
+INFO_RATIOS = {"fsync_vs_durable"}
 NOISY_CORES = 0.15  # other processes using more than this make a row suspect
 
 
@@ -269,7 +271,9 @@ def server_env() -> dict[str, str]:
 class Server:
     """One job server subprocess on a free 127.0.0.1 port; ``stop()`` always reaps it."""
 
-    def __init__(self, kind: str, *, durable: bool = False, loop: str = "asyncio") -> None:
+    def __init__(
+        self, kind: str, *, durable: bool = False, fsync: bool = False, loop: str = "asyncio"
+    ) -> None:
         self.kind = kind
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix=f"server-bench-{kind}-"))
@@ -307,6 +311,8 @@ class Server:
                 "--log-level",
                 "WARNING",
             ]
+            if fsync:
+                argv.append("--fsync")  # synchronous=FULL: the WAL is fsynced at every commit
         else:
             raise ValueError(kind)
         env = server_env()
@@ -403,7 +409,14 @@ def bench_server(kind: str, cfg: dict) -> dict:
     """All measurements for one server; a fresh server for each run."""
     runs = cfg["runs"]
     limit = cfg["time_limit"]
-    out: dict = {"fg": [], "bg": [], "bg_durable": [], "drain": [], "drain_prefill": []}
+    out: dict = {
+        "fg": [],
+        "bg": [],
+        "bg_durable": [],
+        "bg_fsync": [],
+        "drain": [],
+        "drain_prefill": [],
+    }
     loop = cfg["loop"]
 
     for i in range(runs):
@@ -441,6 +454,19 @@ def bench_server(kind: str, cfg: dict) -> dict:
             # a short limit keeps its five runs from taking minutes.
             out["bg_durable"].append(
                 submit(server, cfg, cfg["bg_count"], "bench_bg", f"bgd{i}", min(limit, 8.0))
+            )
+
+    # gearmand has no such switch: its libsqlite3 queue fsyncs every job already (SQLite's
+    # default synchronous=FULL, rollback journal: 4 fdatasyncs per job), so its durable runs
+    # stand for this row too.
+    for i in range(bg_runs if kind == "embedded" else 0):
+        log(
+            f"{kind}: durable background submit run with --fsync {i + 1}/{bg_runs} "
+            f"({cfg['bg_count']:,} jobs, SQLite)"
+        )
+        with Server(kind, durable=True, fsync=True, loop=loop) as server:
+            out["bg_fsync"].append(
+                submit(server, cfg, cfg["bg_count"], "bench_bg", f"bgf{i}", limit)
             )
 
     for i in range(runs):
@@ -522,6 +548,8 @@ def summarize(raw: dict) -> dict:
     drain_rate = med(r["jobs_per_s"] for r in raw["drain"])
     memory = med(r["submits_per_s"] for r in raw["bg"])
     durable = med(r["submits_per_s"] for r in raw["bg_durable"])
+    fsync_runs = raw.get("bg_fsync") or []
+    fsync = med(r["submits_per_s"] for r in fsync_runs) if fsync_runs else None
     return {
         "fg_jobs_per_s": med(r["jobs_per_s"] for r in raw["fg"]),
         "fg_p50_ms": med(r["p50_ms"] for r in raw["fg"]),
@@ -536,10 +564,14 @@ def summarize(raw: dict) -> dict:
         "deep_drain_seconds": deep["seconds"],
         "deep_vs_drain": deep["jobs_per_s"] / drain_rate if drain_rate else None,
         "durable_vs_memory": durable / memory if memory else None,
+        # Without runs of its own (gearmand: it always fsyncs), the durable rate stands in.
+        "bg_fsync_submits_per_s": fsync if fsync is not None else durable,
+        "fsync_vs_durable": fsync / durable if fsync is not None and durable else None,
         "cpu": {
             "fg": cpu(raw["fg"]),
             "bg": cpu(raw["bg"]),
             "bg_durable": cpu(raw["bg_durable"]),
+            **({"bg_fsync": cpu(fsync_runs)} if fsync_runs else {}),
             "drain": cpu(raw["drain"]),
             "deep_drain": cpu([deep]),
         },
@@ -585,6 +617,8 @@ def report(summary: dict, raw: dict, cfg: dict) -> list[str]:
         ("bg_submits_per_s", "rate", f"background submits/s (pipelined, {BG_CONNS}x{BG_WINDOW})"),
         ("bg_durable_submits_per_s", "rate", "  the same, durable (SQLite queue)"),
         ("durable_vs_memory", "ratio", "  durable rate / in-memory rate"),
+        ("bg_fsync_submits_per_s", "rate", "  the same, durable with --fsync"),
+        ("fsync_vs_durable", "ratio", "  --fsync rate / durable rate"),
         ("drain_jobs_per_s", "rate", f"drain jobs/s, {drain_n} queued, {workers}"),
         ("rss_bytes_per_job", "bytes", f"server RSS per queued job ({mem_n} queued)"),
         ("deep_drain_jobs_per_s", "rate", f"drain jobs/s, {deep_n} queued, {workers}"),
@@ -594,7 +628,8 @@ def report(summary: dict, raw: dict, cfg: dict) -> list[str]:
     for key, kind, label in rows:
         gv = g[key] if g else None
         ev = e[key] if e else None
-        ratio = ev / gv if gv and ev is not None and key not in OWN_RATIOS else None
+        own = key in OWN_RATIOS or key in INFO_RATIOS
+        ratio = ev / gv if gv and ev is not None and not own else None
         target, verdict = "", ""
         if key in TARGETS:
             op, bound = TARGETS[key]
@@ -619,7 +654,9 @@ def report(summary: dict, raw: dict, cfg: dict) -> list[str]:
 
     for name, runs in raw.items():
         partial = [
-            r for phase in ("bg", "bg_durable", "drain_prefill", "drain") for r in runs[phase]
+            r
+            for phase in ("bg", "bg_durable", "bg_fsync", "drain_prefill", "drain")
+            for r in runs.get(phase, [])
         ]
         partial += [runs["memory"]["submit"], runs["deep_drain"]]
         for r in partial:
@@ -630,6 +667,12 @@ def report(summary: dict, raw: dict, cfg: dict) -> list[str]:
                     f"{r.get('count', r.get('expected')):,} jobs ({r['seconds']:.0f} s); "
                     "its rate is over that part"
                 )
+
+    if g and "gearmand" in raw and not raw["gearmand"].get("bg_fsync"):
+        lines.append(
+            "note: gearmand has no --fsync: its libsqlite3 queue fsyncs every job already, so its "
+            "--fsync row is its durable row"
+        )
 
     lines.append("")
     lines.append(f"CPU use in cores, of {os.cpu_count()} (medians). server, loadgen: over the")

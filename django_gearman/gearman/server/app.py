@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import StartupError, StoreError
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
 from .access import LOOPBACK, AddressList, Network
 from .connection import ServerProtocol
@@ -23,6 +24,13 @@ __all__ = ["GearmanServer", "raise_file_limit"]
 logger = logging.getLogger("django_gearman.server")
 
 QUEUE_ERROR = packet(PacketType.ERROR, b"QUEUE_ERROR", b"Could not store the job")
+
+
+def _error_text(error: bytes | None) -> str:
+    """The code and text of an ERROR packet, for a log line."""
+    if not error:
+        return "refused"
+    return error[12:].replace(b"\0", b": ").decode("utf-8", "replace")
 
 
 def raise_file_limit(wanted: int = 65536) -> int:
@@ -171,8 +179,12 @@ class GearmanServer:
 
     def _replay(self) -> int:
         count = 0
-        for stored in self.store.load():
-            job, created, _ = self.state.submit(
+        try:
+            kept = self.store.load()
+        except StoreError as error:  # not an OSError of binding, which start() reports so
+            raise StartupError(f"cannot replay the job store: {error}") from error
+        for stored in kept:
+            job, created, refusal = self.state.submit(
                 None,
                 stored.function,
                 stored.unique,
@@ -184,10 +196,10 @@ class GearmanServer:
             )
             if job is None:
                 logger.warning(
-                    "stored job %d (function %r) was not replayed: its function name is not "
-                    "valid any more; it stays in the store",
+                    "stored job %d (function %r) was not replayed (%s); it stays in the store",
                     stored.id,
                     stored.function[:80],
+                    _error_text(refusal),
                 )
                 continue
             if created:
@@ -201,39 +213,41 @@ class GearmanServer:
 
     def _committed(self, last_id: int, failed: Mapping[int, BaseException]) -> None:
         """The store committed every job up to ``last_id`` but those in ``failed``: queue
-        them, and release the JOB_CREATED replies (turned into ERROR for the lost jobs, for
-        every client that submitted or merged onto one)."""
+        them, and release the held JOB_CREATED replies. A lost job is forgotten, and every
+        client that submitted it or merged onto it gets ERROR in place of its JOB_CREATED."""
         pending = self.pending
-        if pending and pending[-1].store_id <= last_id:
+        if pending and pending[-1].pending_id <= last_id:
             done, self.pending = pending, []
         else:
             cut = 0
-            while cut < len(pending) and pending[cut].store_id <= last_id:
+            while cut < len(pending) and pending[cut].pending_id <= last_id:
                 cut += 1
             done = pending[:cut]
             del pending[:cut]
-        replies: dict[bytes, bytes] = {}
         state = self.state
+        replies: dict[bytes, bytes] = {}
         if not failed:  # the path of every commit
             enqueue = state.enqueue
             for job in done:
-                job.uncommitted = False
+                job.pending_id = 0
                 enqueue(job)
-        for job in done if failed else ():
-            job.uncommitted = False
-            if job.store_id in failed:
-                replies[job_created(job.handle)] = QUEUE_ERROR
-                state.forget(job)
-            else:
-                state.enqueue(job)
-        if failed:
-            logger.error("could not store %d job(s); their clients got QUEUE_ERROR", len(failed))
+        else:
+            for job in done:
+                lost = job.pending_id in failed
+                job.pending_id = 0
+                if lost:
+                    replies[job_created(job.handle)] = QUEUE_ERROR
+                    state.forget(job)  # gone from status; its clients are told below
+                else:
+                    state.enqueue(job)
         held = self.held
         self.held = []
         for connection in held:
             if connection.held <= last_id:
                 connection.release(replies)
             else:
+                if replies:  # a failed reply may sit before a later job's in the output
+                    connection.release(replies, last_id)
                 self.held.append(connection)
         if self.dirty:
             self.schedule_flush()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RemoteProtocolError
@@ -243,14 +243,21 @@ class ServerConnection:
         self.out_size = 0
         return data
 
-    def release(self, failed: dict[bytes, bytes]) -> None:
-        """The held replies' jobs are committed; ``failed`` maps the JOB_CREATED replies of jobs
-        that could not be stored to the ERROR sent instead."""
-        self.held = 0
+    def release(self, failed: Mapping[bytes, bytes], last_id: int = 0) -> bool:
+        """The store committed every job up to ``last_id`` (0: every job this output waits
+        for); ``failed`` maps the JOB_CREATED replies of jobs that could not be stored to the
+        ERROR sent instead, for each of them in the output (a submit merged onto such a job
+        too). Return whether the output is released: not while it waits for a later job."""
         if failed:
-            self.out[:] = [failed.get(reply, reply) for reply in self.out]
+            out = self.out
+            out[:] = [failed.get(reply, reply) for reply in out]
+            self.out_size = sum(map(len, out))
+        if last_id and self.held > last_id:
+            return False
+        self.held = 0
         if self.out:
             self.server.dirty.append(self)
+        return True
 
     # -- packets ----------------------------------------------------------------------------
 

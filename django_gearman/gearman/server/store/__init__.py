@@ -9,13 +9,17 @@ at start-up. The server drives a :class:`JobStore` the same way:
   is known immediately and the future resolves (to that id) once the row is committed, so the
   server sends JOB_CREATED only then, or ERROR if the commit failed;
 * or ``add_nowait(...)``, which returns just the id; the server uses it with ``on_commit(loop,
-  callback)``, told once per transaction how far the committed ids reach (no future per job);
+  callback)``, told once per transaction how far the committed ids reach and which of them
+  could not be kept (no future per job);
 * ``remove(job_id)`` fire-and-forget when the job is done: deletions may lag, so after a crash
   a finished job can run again, but no job that was not in flight runs twice;
 * ``await flush()`` and ``close()`` at shutdown.
 
 ``SqliteStore`` group-commits: every insert and delete queued during one event-loop iteration
 is written in one transaction at its end, so under load one commit carries thousands of jobs.
+A transaction that fails is written again one row at a time, so a row SQLite refuses fails
+alone; deletes not committed are kept for the next commit. Rows ``load()`` cannot read as jobs
+are moved to a ``quarantine`` table, each with a warning.
 ``MemoryStore`` keeps nothing.
 """
 

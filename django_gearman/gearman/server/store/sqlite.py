@@ -143,7 +143,14 @@ class SqliteStore(JobStore):
         jobs = []
         bad: list[tuple[Any, str]] = []
         db = self._open()
-        for row in db.execute(_SELECT).fetchall():
+        try:
+            rows = db.execute(_SELECT).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{self.path!r}: the jobs cannot be read ({error}); restore the file from a "
+                "backup, or move it aside and start with an empty queue"
+            ) from error
+        for row in rows:
             job_id, priority, when, job, enqueued = row
             why = _corrupt(job_id, priority, when, job, enqueued)
             if why is not None:
@@ -158,9 +165,8 @@ class SqliteStore(JobStore):
         return jobs
 
     def _quarantine(self, bad: list[tuple[Any, str]]) -> None:
-        db = self._open()
-        db.execute("BEGIN")
-        db.execute(_CREATE_QUARANTINE)
+        """Move rows that are not jobs to the ``quarantine`` table (one warning each). If that
+        fails they stay where they are, unreplayed, and are found again next start."""
         for row, why in bad:
             logger.warning(
                 "job store %s: row id=%r is not a job (%s); moved it to the quarantine table",
@@ -168,13 +174,28 @@ class SqliteStore(JobStore):
                 row[0],
                 why,
             )
-            db.execute(
+        db = self._open()
+        try:
+            db.execute("BEGIN")
+            db.execute(_CREATE_QUARANTINE)
+            db.executemany(
                 "INSERT INTO quarantine (row_id, priority, run_at, job, enqueued, reason) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (*row, why),
+                [(*row, why) for row, why in bad],
             )
-            db.execute("DELETE FROM gearman_jobs WHERE rowid IS ?", (row[0],))
-        db.execute("COMMIT")
+            db.executemany(
+                "DELETE FROM gearman_jobs WHERE rowid IS ?", [(row[0],) for row, _ in bad]
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback(db)
+            logger.error(
+                "job store %s: could not quarantine %d row(s), left in place: %s",
+                self.path,
+                len(bad),
+                error,
+            )
+            return
         self.quarantined += len(bad)
 
     def load_limits(self) -> dict[bytes, tuple[int, int, int]]:
@@ -499,6 +520,7 @@ def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
             _migrate_from_1(db)
         elif version == 2:
             _migrate_from_2(db)
+        _check_columns(db, path)
         next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM gearman_jobs").fetchone()[0]
         db.execute("COMMIT")
     except sqlite3.OperationalError as error:
@@ -508,6 +530,15 @@ def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
                 f"{path!r} is in use by another process (another job server?)"
             ) from error
         raise StoreError(f"{path!r}: {error}") from error
+    except sqlite3.DatabaseError as error:
+        db.close()
+        if _unreadable(error):
+            raise StoreError(
+                f"{path!r} is not a job store: SQLite cannot read it ({error}). It was left "
+                "as it is: give the server the path of a new file (it is created) or of a job "
+                "store, or move this one aside and start with an empty queue"
+            ) from error
+        raise StoreError(f"{path!r} is not a job store: {error}") from error
     except sqlite3.Error as error:
         db.close()
         raise StoreError(f"{path!r} is not a job store: {error}") from error
@@ -515,6 +546,26 @@ def _connect(path: str, synchronous: str) -> tuple[sqlite3.Connection, int]:
         db.close()
         raise
     return db, next_id
+
+
+def _unreadable(error: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite found the file not a database, or damaged (``sqlite_errorcode`` is
+    Python 3.11+; 3.10 has only the message)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (26, 11)  # SQLITE_NOTADB, SQLITE_CORRUPT, and extended codes
+    return "not a database" in str(error) or "malformed" in str(error)
+
+
+def _check_columns(db: sqlite3.Connection, path: str) -> None:
+    """Refuse a ``gearman_jobs`` table this server did not make (its rows could not be read)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(gearman_jobs)")}
+    missing = [c for c in ("id", "priority", "run_at", "job", "enqueued") if c not in columns]
+    if missing:
+        raise StoreError(
+            f"{path!r} is not a job store: its gearman_jobs table has no {', '.join(missing)} "
+            "column; give the server the path of a new file or of a job store it wrote"
+        )
 
 
 def _migrate_from_2(db: sqlite3.Connection) -> None:
