@@ -182,3 +182,62 @@ def gearman_cli() -> str:
 def gearadmin() -> str:
     """Path of ``gearadmin`` (gearman-tools)."""
     return gearadmin_path()
+
+
+# -- Perl (issue #14) -------------------------------------------------------------------------
+
+from tests.peers import PerlProcess, perl_path, run_perl, start_perl  # noqa: E402
+
+
+class PerlPeer:
+    """Runs the scripts in ``tests/perl/``; what it starts is stopped at teardown."""
+
+    def __init__(self) -> None:
+        self.path = perl_path()
+        self._started: list[PerlProcess] = []
+
+    def run(
+        self, script: str, *args: object, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """``subprocess.CompletedProcess`` (text) of a script run to its end."""
+        return run_perl(script, *args, timeout=timeout)
+
+    def start(
+        self, script: str, *args: object, wait_for: str | None = None, timeout: float = 10.0
+    ) -> PerlProcess:
+        process = start_perl(script, *args, wait_for=wait_for, timeout=timeout)
+        self._started.append(process)
+        return process
+
+    def worker(self, address: str, *args: str, timeout: float = 10.0) -> PerlProcess:
+        """``worker.pl ADDRESS PREFIX [NAMESPACE]``, returned once it printed ``ready``."""
+        return self.start("worker.pl", address, *args, wait_for="ready", timeout=timeout)
+
+    def client(
+        self, address: str, mode: str, function: str, *args: object, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Run ``client.pl ADDRESS MODE FUNCTION ARGS`` (``--uniq=...`` options among them)
+        and return its JSON line; a Perl ``die`` comes back as ``{"died": message}``."""
+        result = self.run("client.pl", address, mode, function, *args, timeout=timeout)
+        lines = result.stdout.strip().splitlines()
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise PeerError(
+                f"client.pl {mode} {function} printed no JSON (exit {result.returncode}):\n"
+                f"stdout: {result.stdout!r}\nstderr: {result.stderr}"
+            ) from None
+
+    def close(self) -> None:
+        for process in self._started:
+            process.stop()
+
+
+@pytest.fixture
+def perl() -> Iterator[PerlPeer]:
+    """Perl with Gearman::Client/Worker: ``.run()``, ``.start()``, ``.worker()``, ``.client()``."""
+    peer = PerlPeer()
+    try:
+        yield peer
+    finally:
+        peer.close()

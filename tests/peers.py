@@ -609,3 +609,75 @@ class TLSEmbeddedServer(EmbeddedServer):
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
         return f"<TLSEmbeddedServer {self.address} {state}>"
+
+
+# -- Perl: Gearman::Client and Gearman::Worker (issue #14) ----------------------------------------
+
+PERL_DIR = Path(__file__).resolve().parent / "perl"
+
+
+@functools.cache
+def find_perl_gearman() -> str | None:
+    """``perl`` if it loads Gearman::Client, Gearman::Worker and JSON::PP (Debian's
+    libgearman-client-perl; JSON::PP is core Perl)."""
+    perl = shutil.which("perl")
+    if perl is None:
+        return None
+    try:
+        found = subprocess.run(
+            [perl, "-MGearman::Client", "-MGearman::Worker", "-MJSON::PP", "-e", "1"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return perl if found.returncode == 0 else None
+
+
+def perl_path() -> str:
+    return require_peer(
+        "perl with Gearman::Client and Gearman::Worker (Debian libgearman-client-perl)",
+        find_perl_gearman(),
+    )
+
+
+def _perl_command(script: str | os.PathLike[str], args: Sequence[object]) -> list[str]:
+    path = Path(script)
+    if not path.is_absolute() and path.parent == Path("."):
+        path = PERL_DIR / path
+    return [perl_path(), str(path), *map(str, args)]
+
+
+def run_perl(
+    script: str | os.PathLike[str], *args: object, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/perl/<script>`` to completion and capture its output (text)."""
+    return subprocess.run(
+        _perl_command(script, args),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class PerlProcess(BackgroundProcess):
+    """A Perl script running in the background; ``stop()`` always reaps it."""
+
+    def __repr__(self) -> str:
+        return f"<PerlProcess {self.args[1:]} pid {self.pid} exit {self.returncode}>"
+
+
+def start_perl(
+    script: str | os.PathLike[str],
+    *args: object,
+    wait_for: str | None = None,
+    timeout: float = 10.0,
+) -> PerlProcess:
+    """Start ``tests/perl/<script>``; with ``wait_for``, return once it printed that line."""
+    process = PerlProcess(_perl_command(script, args))
+    if wait_for is not None:
+        process.wait_for(wait_for, timeout)
+    return process

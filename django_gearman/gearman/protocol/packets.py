@@ -128,10 +128,8 @@ class Packet(NamedTuple):
         return encode(self.magic, self.type, self.args)
 
 
-#: Types whose last argument, when it is missing altogether (no NUL before it), is read as
-#: empty: no meaning is lost, and Perl's ``Gearman::Worker`` sends WORK_COMPLETE, WORK_DATA and
-#: WORK_WARNING so for a value of ``""`` or ``"0"`` (``$v ? join("\0", handle, $v) : handle``).
-#: gearmand 1.1.20 drops such a worker's connection; the result is never delivered.
+#: Types read leniently: a frame whose last argument is missing altogether (no NUL before
+#: it) has that argument read as empty. See :func:`decode_body` for which, and why.
 _LAST_MAY_BE_MISSING = frozenset(
     {T.WORK_COMPLETE, T.WORK_DATA, T.WORK_WARNING, T.WORK_EXCEPTION, T.ERROR}
 )
@@ -188,7 +186,32 @@ def check_header(magic: bytes, type_value: int) -> None:
 
 
 def decode_body(magic: bytes, type_value: int, body: bytes) -> Packet:
-    """Build a packet from a frame's parts, raising ``RemoteProtocolError`` if malformed."""
+    """Build a packet from a frame's parts, raising ``RemoteProtocolError`` if malformed.
+
+    A body must hold every argument of ``ARG_SPEC``, except that for these types a missing
+    last argument (the body ends without the NUL before it) is read as empty, ``b""``:
+
+    ==============  =======  ===============================================================
+    type            missing  why it is safe
+    ==============  =======  ===============================================================
+    WORK_COMPLETE   data     Perl's Gearman::Worker (2.004) sends the handle alone for a
+    WORK_DATA       data     value of ``""`` or ``"0"``: ``$v ? join("\\0", $handle, $v) :
+    WORK_WARNING    data     $handle``. The body is then the handle and nothing else, so an
+    WORK_EXCEPTION  data     empty value is the only reading. (``"0"`` is not on the wire at
+                             all: such a result arrives as ``b""``.)
+    ERROR           text     the code alone still says what went wrong
+    ==============  =======  ===============================================================
+
+    Everything else stays strict, because there a short body is ambiguous or would need a
+    value made up: a SUBMIT_* ``fn\\0x`` could be a unique without data or data without a
+    unique; WORK_STATUS ``handle\\0n`` (Perl's ``$worker->send_work_status`` drops the
+    denominator) has no denominator to forward; CAN_DO_TIMEOUT, JOB_ASSIGN* and STATUS_RES*
+    are sent short by no known peer, so a short one means a broken stream. gearmand 1.1.20 reads
+    a handle-only WORK_COMPLETE as a body of size -1 (it logs a failed ``realloc`` of 2^64-1
+    bytes), drops the worker and requeues the job, which the worker then runs again, forever
+    unless ``--job-retries`` caps it. The check costs nothing on the hot path: the set is
+    consulted only for a frame already found short.
+    """
     if (magic != REQ and magic != RES) or not 0 < type_value < _TYPE_LIMIT:
         check_header(magic, type_value)  # raises, with the precise message
     count = _ARG_COUNT[type_value]

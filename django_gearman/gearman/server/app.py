@@ -91,7 +91,7 @@ class GearmanServer:
         ssl: ssl_module.SSLContext | None = None,
         max_connections: int = 0,
         idle_timeout: float = 0,
-        max_buffer_bytes: int = 256 * 1024 * 1024,
+        max_buffer_bytes: int = 128 * 1024 * 1024,
         max_output_bytes: int = 64 * 1024 * 1024,
         max_jobs: int = 0,
         max_job_bytes: int = 0,

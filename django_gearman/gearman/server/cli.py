@@ -135,9 +135,9 @@ def add_arguments(
     limits.add_argument(
         "--max-buffer-bytes",
         type=_non_negative,
-        default=256 * 1024 * 1024,
+        default=128 * 1024 * 1024,
         help="unfinished packets held over all connections; the connection that adds more is "
-        "cut off (default 256 MiB)",
+        "cut off (default 128 MiB)",
     )
     limits.add_argument(
         "--max-output-bytes",
@@ -315,7 +315,7 @@ def run(
         ssl=tls_server_context(options),
         max_connections=max_connections,
         idle_timeout=getattr(options, "idle_timeout", 0),
-        max_buffer_bytes=getattr(options, "max_buffer_bytes", 256 * 1024 * 1024),
+        max_buffer_bytes=getattr(options, "max_buffer_bytes", 128 * 1024 * 1024),
         max_output_bytes=getattr(options, "max_output_bytes", 64 * 1024 * 1024),
         max_jobs=getattr(options, "max_jobs", 0),
         max_job_bytes=getattr(options, "max_job_bytes", 0),

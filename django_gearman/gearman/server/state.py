@@ -393,7 +393,7 @@ class ServerState:
         """WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION: tell the clients, finish the job."""
         job = self.jobs.get(handle)
         if job is None or job.worker is not peer:
-            peer.write(ERR_NOT_FOUND)
+            self._not_found(peer, handle)
             return
         self._release_worker(peer, job)
         job.function.running -= 1
@@ -414,12 +414,26 @@ class ServerState:
         """WORK_DATA / WORK_WARNING / WORK_STATUS: forward to the clients (status is kept)."""
         job = self.jobs.get(args[0])
         if job is None or job.worker is not peer:
-            peer.write(ERR_NOT_FOUND)
+            self._not_found(peer, args[0])
             return
         if kind is T.WORK_STATUS:
             job.numerator, job.denominator = args[1], args[2]
         if job.clients:
             self._to_clients(job, packet(kind, *args))
+
+    def _not_found(self, peer: Peer, handle: bytes) -> None:
+        """A result for a job this peer does not run (it timed out, was cancelled, or was
+        never its). gearmand answers ERROR JOB_NOT_FOUND; to a worker (it registered
+        functions) that ERROR is read as the reply to the GRAB_JOB it pipelined after the
+        result (Perl's Gearman::Worker then dies), so a worker gets nothing, and it is logged."""
+        if peer.abilities:
+            logger.info(
+                "ignoring a result for %s from worker %s: not its job (timed out or cancelled?)",
+                handle[:64].decode("utf-8", "replace"),
+                peer.host,
+            )
+            return
+        peer.write(ERR_NOT_FOUND)
 
     def _to_clients(self, job: ServerJob, data: bytes) -> None:
         for client in job.clients:
