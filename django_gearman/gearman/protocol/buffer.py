@@ -86,8 +86,11 @@ class PacketBuffer:
         return self._error
 
     def clear(self) -> None:
-        """Drop what is buffered (the connection is gone): its memory goes back at once."""
+        """Drop what is buffered (the connection is gone): its memory goes back at once. The
+        kept error loses its traceback, whose frames hold the last read and the connection."""
         self._data = bytearray()
+        if self._error is not None:
+            self._error = self._error.with_traceback(None)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data`` and return every frame it completes, in order."""

@@ -55,6 +55,8 @@ _NORMAL = int(Priority.NORMAL)
 FRAME_BUDGET = 256
 #: Unsent output (bytes) at which a connection stops being served until it is written out.
 OUTPUT_HIGH_WATER = 256 * 1024
+#: Seconds a connection closed for a protocol error may take to write its last replies.
+CLOSE_DEADLINE = 5.0
 #: Largest CAN_DO_TIMEOUT kept, in milliseconds (about 24 days; larger values are clamped).
 MAX_TIMEOUT_MS = 2**31 - 1
 #: Latest SUBMIT_JOB_EPOCH accepted: the last second of year 9999 (what a datetime can hold).
@@ -486,6 +488,13 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
             transport.write(self.closing)
             transport.close()
             self.closing = None
+            # close() waits for the output to be written: a peer that never reads would keep
+            # the socket for ever, so it is aborted if still there after CLOSE_DEADLINE.
+            asyncio.get_running_loop().call_later(CLOSE_DEADLINE, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def _protocol_error(self, error: RemoteProtocolError) -> None:
         """Drop a peer that broke the protocol, after the replies it is owed. A client gets an
