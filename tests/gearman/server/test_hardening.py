@@ -539,25 +539,3 @@ def test_max_queue_cannot_be_raised_from_a_non_admin_address() -> None:
         assert codes == [T.JOB_CREATED, T.ERROR]
     finally:
         server.stop()
-
-
-def test_a_peer_dropped_for_a_protocol_error_is_closed_even_if_it_never_reads() -> None:
-    """close() waits for unsent output; a peer that never reads is aborted after a deadline."""
-    server = embedded_with()
-    sockets = socket_count(server.pid)
-    try:
-        with connect(server) as worker:
-            names = [f"fn{n:04d}_{'x' * 60}".encode() for n in range(2000)]
-            worker.sendall(b"".join(req(T.CAN_DO, name) for name in names))
-            worker.sendall(req(T.ECHO_REQ, b"x"))
-            read_packet(worker)
-            with connect(server) as hostile:
-                hostile.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                hostile.sendall(b"status\n" * 200 + b"\0XYZ" + bytes(8))
-                wait_for(
-                    lambda: socket_count(server.pid) <= sockets + 1,
-                    timeout=20,
-                    what="the hostile peer's socket to be closed",
-                )
-    finally:
-        server.stop()
