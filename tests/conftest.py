@@ -15,15 +15,18 @@ from typing import Any
 import pytest
 
 from tests.peers import (
+    BackgroundProcess,
     EmbeddedServer,
     Gearmand,
     PeerError,
-    PhpProcess,
     gearadmin_path,
     gearman_cli_path,
     gearmand_path,
+    perl_path,
     php_path,
+    run_perl,
     run_php,
+    start_perl,
     start_php,
 )
 
@@ -119,47 +122,66 @@ def gearmand_factory() -> Iterator[Callable[..., Gearmand]]:
             server.stop()
 
 
-class PhpPeer:
-    """Runs the scripts in ``tests/php/``; what it starts is stopped at teardown."""
+class ScriptPeer:
+    """Runs one language's peer scripts (``worker.EXT``, ``client.EXT``); what it starts is
+    stopped at teardown. Subclasses name the interpreter and its run/start helpers."""
 
-    def __init__(self) -> None:
-        self.path = php_path()
-        self._started: list[PhpProcess] = []
+    extension = ""
+    run_script: Callable[..., subprocess.CompletedProcess[str]]
+    start_script: Callable[..., BackgroundProcess]
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._started: list[BackgroundProcess] = []
 
     def run(
         self, script: str, *args: object, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
         """``subprocess.CompletedProcess`` (text) of a script run to its end."""
-        return run_php(script, *args, timeout=timeout)
+        return type(self).run_script(script, *args, timeout=timeout)
 
     def start(
         self, script: str, *args: object, wait_for: str | None = None, timeout: float = 10.0
-    ) -> PhpProcess:
-        process = start_php(script, *args, wait_for=wait_for, timeout=timeout)
+    ) -> Any:
+        process = type(self).start_script(script, *args, wait_for=wait_for, timeout=timeout)
         self._started.append(process)
         return process
 
-    def worker(self, address: str, *args: object, timeout: float = 10.0) -> PhpProcess:
-        """``worker.php ADDRESS [ARGS]``, returned once it printed ``ready``."""
-        return self.start("worker.php", address, *args, wait_for="ready", timeout=timeout)
+    def worker(self, address: str, *args: object, timeout: float = 10.0) -> Any:
+        """``worker.EXT ADDRESS [ARGS]``, returned once it printed ``ready``."""
+        return self.start(
+            f"worker.{self.extension}", address, *args, wait_for="ready", timeout=timeout
+        )
 
     def client(
         self, address: str, mode: str, function: str, *args: object, timeout: float = 30
     ) -> dict[str, Any]:
-        """Run ``client.php ADDRESS MODE FUNCTION ARGS`` and return its JSON line."""
-        result = self.run("client.php", address, mode, function, *args, timeout=timeout)
+        """Run ``client.EXT ADDRESS MODE FUNCTION ARGS`` and return its JSON line."""
+        script = f"client.{self.extension}"
+        result = self.run(script, address, mode, function, *args, timeout=timeout)
         lines = result.stdout.strip().splitlines()
         try:
             return json.loads(lines[-1])
         except (IndexError, ValueError):
             raise PeerError(
-                f"client.php {mode} {function} printed no JSON (exit {result.returncode}):\n"
+                f"{script} {mode} {function} printed no JSON (exit {result.returncode}):\n"
                 f"stdout: {result.stdout!r}\nstderr: {result.stderr}"
             ) from None
 
     def close(self) -> None:
         for process in self._started:
             process.stop()
+
+
+class PhpPeer(ScriptPeer):
+    """The scripts in ``tests/php/`` (php-gearman)."""
+
+    extension = "php"
+    run_script = staticmethod(run_php)
+    start_script = staticmethod(start_php)
+
+    def __init__(self) -> None:
+        super().__init__(php_path())
 
 
 @pytest.fixture
@@ -186,51 +208,17 @@ def gearadmin() -> str:
 
 # -- Perl (issue #14) -------------------------------------------------------------------------
 
-from tests.peers import PerlProcess, perl_path, run_perl, start_perl  # noqa: E402
 
+class PerlPeer(ScriptPeer):
+    """The scripts in ``tests/perl/`` (Gearman::Client/Worker); ``worker(ADDRESS, PREFIX
+    [, NAMESPACE])``; a Perl ``die`` in the client comes back as ``{"died": message}``."""
 
-class PerlPeer:
-    """Runs the scripts in ``tests/perl/``; what it starts is stopped at teardown."""
+    extension = "pl"
+    run_script = staticmethod(run_perl)
+    start_script = staticmethod(start_perl)
 
     def __init__(self) -> None:
-        self.path = perl_path()
-        self._started: list[PerlProcess] = []
-
-    def run(
-        self, script: str, *args: object, timeout: float = 30
-    ) -> subprocess.CompletedProcess[str]:
-        """``subprocess.CompletedProcess`` (text) of a script run to its end."""
-        return run_perl(script, *args, timeout=timeout)
-
-    def start(
-        self, script: str, *args: object, wait_for: str | None = None, timeout: float = 10.0
-    ) -> PerlProcess:
-        process = start_perl(script, *args, wait_for=wait_for, timeout=timeout)
-        self._started.append(process)
-        return process
-
-    def worker(self, address: str, *args: str, timeout: float = 10.0) -> PerlProcess:
-        """``worker.pl ADDRESS PREFIX [NAMESPACE]``, returned once it printed ``ready``."""
-        return self.start("worker.pl", address, *args, wait_for="ready", timeout=timeout)
-
-    def client(
-        self, address: str, mode: str, function: str, *args: object, timeout: float = 30
-    ) -> dict[str, Any]:
-        """Run ``client.pl ADDRESS MODE FUNCTION ARGS`` (``--uniq=...`` options among them)
-        and return its JSON line; a Perl ``die`` comes back as ``{"died": message}``."""
-        result = self.run("client.pl", address, mode, function, *args, timeout=timeout)
-        lines = result.stdout.strip().splitlines()
-        try:
-            return json.loads(lines[-1])
-        except (IndexError, ValueError):
-            raise PeerError(
-                f"client.pl {mode} {function} printed no JSON (exit {result.returncode}):\n"
-                f"stdout: {result.stdout!r}\nstderr: {result.stderr}"
-            ) from None
-
-    def close(self) -> None:
-        for process in self._started:
-            process.stop()
+        super().__init__(perl_path())
 
 
 @pytest.fixture
