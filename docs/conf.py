@@ -63,7 +63,7 @@ nitpick_ignore_regex = [
     # Type parameters in signatures (``P``, ``R``, ``~P``, ``django_gearman.tasks.decorator.R``).
     (r"py:(class|obj)", r"(typing\.)?~?(django_gearman(\.\w+)*\.)?[A-Z]"),
     # Private base classes, shown by show-inheritance but not documented.
-    (r"py:class", r"django_gearman(\.\w+)*\._\w+"),
+    (r"py:(class|obj)", r"django_gearman(\.\w+)*\._\w+"),
 ]
 
 # -- HTML ---------------------------------------------------------------------------------------

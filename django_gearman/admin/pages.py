@@ -10,9 +10,10 @@ Seeing a page needs its view permission (``django_gearman.view_queuestatus``, ``
 superuser or ``django_gearman.manage_queues``, goes through a confirmation page and a CSRF-checked
 POST, and is written to the admin log. The task results table is :mod:`~.admin.results`.
 
-What a server sends is shown through :mod:`.display`: names with control characters or bytes
-that are not UTF-8 are escaped, actions are offered only for names they can carry, and rows of
-a reply that did not parse are counted above the server's tables ("N rows could not be read").
+What a server sends is shown through ``django_gearman.admin.display``: names with control
+characters or bytes that are not UTF-8 are escaped, actions are offered only for names they can
+carry, and rows of a reply that did not parse are counted above the server's tables ("N rows
+could not be read").
 """
 
 from __future__ import annotations

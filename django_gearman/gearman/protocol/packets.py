@@ -194,13 +194,16 @@ def decode_body(magic: bytes, type_value: int, body: bytes) -> Packet:
     ==============  =======  ===============================================================
     type            missing  why it is safe
     ==============  =======  ===============================================================
-    WORK_COMPLETE   data     Perl's Gearman::Worker (2.004) sends the handle alone for a
-    WORK_DATA       data     value of ``""`` or ``"0"``: ``$v ? join("\\0", $handle, $v) :
-    WORK_WARNING    data     $handle``. The body is then the handle and nothing else, so an
-    WORK_EXCEPTION  data     empty value is the only reading. (``"0"`` is not on the wire at
-                             all: such a result arrives as ``b""``.)
+    WORK_COMPLETE   data     Perl's Gearman::Worker (2.004) sends the handle alone
+    WORK_DATA       data     for a value of ``""`` or ``"0"``
+    WORK_WARNING    data     (see the note below the table)
+    WORK_EXCEPTION  data     as above
     ERROR           text     the code alone still says what went wrong
     ==============  =======  ===============================================================
+
+    Perl builds the body as ``$v ? join("\\0", $handle, $v) : $handle``, so the body is then
+    the handle alone and an empty value is the only reading (``"0"`` is not on the wire at
+    all: such a result arrives as ``b""``).
 
     Everything else stays strict, because there a short body is ambiguous or would need a
     value made up: a SUBMIT_* ``fn\\0x`` could be a unique without data or data without a

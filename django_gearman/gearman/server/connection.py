@@ -9,7 +9,7 @@ packet and is closed; nobody else notices. Tests drive :class:`ServerConnection`
 against the client and worker conversations, with no socket at all.
 
 Flow control: a connection is handled a bounded number of frames at a time, and stops as soon
-as it has more unsent output than :data:`OUTPUT_HIGH_WATER`; its reading is paused until the
+as it has more unsent output than ``OUTPUT_HIGH_WATER``; its reading is paused until the
 transport has written that out (asyncio's ``pause_writing``/``resume_writing``), so a client
 that sends requests but never reads its replies stalls only itself. Output others produce for
 a client that does not read (WORK_DATA, NOOP) is capped by the server's ``max_output_bytes``:
@@ -181,7 +181,7 @@ class ServerConnection:
         self.next = 0
 
     def process(self, budget: int = FRAME_BUDGET) -> bool:
-        """Handle waiting frames, up to ``budget`` of them or until :data:`OUTPUT_HIGH_WATER`
+        """Handle waiting frames, up to ``budget`` of them or until ``OUTPUT_HIGH_WATER``
         bytes of output wait. True if frames are left for later; raises the stream's
         :class:`RemoteProtocolError` once the frames before it are handled."""
         frames = self.frames

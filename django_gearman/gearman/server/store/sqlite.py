@@ -312,7 +312,7 @@ class SqliteStore(JobStore):
         """Write everything queued, in transactions of at most ``max_batch`` inserts (and as
         many deletes); resolve the adds' futures and tell the ``on_commit`` listener.
 
-        A transaction that fails is written again row by row (see :meth:`_retry`), so only the
+        A transaction that fails is written again row by row (see ``_retry``), so only the
         rows that cannot be written fail; deletes that were not committed are kept and retried
         with the next commit, so a finished job is not run again after a restart."""
         self._scheduled = None
