@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import StartupError, StoreError
 from ..protocol.constants import DEFAULT_MAX_PACKET_SIZE, PacketType
 from .access import LOOPBACK, AddressList, Network
-from .connection import ServerProtocol
+from .asyncio_protocol import ServerProtocol
 from .model import ServerJob, job_created, packet
 from .state import ServerState
 from .store import JobStore, MemoryStore

@@ -1,19 +1,13 @@
 """One connection to the job server: bytes in, state calls, bytes out, in order.
 
-:class:`ServerConnection` is the server's end of a connection with no I/O, in the h11/h2
-style: ``receive_data`` feeds the shared ``PacketBuffer``, each frame becomes a call on
+:class:`ServerConnection` is the server's end of a connection with no I/O, in the h11/h2 style:
+``receive_data`` feeds the shared ``PacketBuffer``, each frame becomes a call on
 :class:`~.state.ServerState`, and replies collect in order until ``data_to_send()``.
-:class:`ServerProtocol` is the thin asyncio adapter around it: ``data_received`` feeds it, and
-replies are written once per event-loop turn. A peer that breaks the protocol gets an ERROR
-packet and is closed; nobody else notices. Tests drive :class:`ServerConnection` in memory
-against the client and worker conversations, with no socket at all.
-
-Flow control: a connection is handled a bounded number of frames at a time, and stops as soon
-as it has more unsent output than ``OUTPUT_HIGH_WATER``; its reading is paused until the
-transport has written that out (asyncio's ``pause_writing``/``resume_writing``), so a client
-that sends requests but never reads its replies stalls only itself. Output others produce for
-a client that does not read (WORK_DATA, NOOP) is capped by the server's ``max_output_bytes``:
-past it, that client is dropped.
+:class:`~.asyncio_protocol.ServerProtocol` is the thin asyncio adapter around it:
+``data_received`` feeds it, and replies are written once per event-loop turn. A peer that
+breaks the protocol gets an ERROR packet and is closed; nobody else notices. Tests drive
+:class:`ServerConnection` in memory against the client and worker conversations, with no socket
+at all.
 
 Replies stay in request order even when a durable background submit must wait for its
 commit: its JOB_CREATED goes into the peer's output at once, and the output is *held* (nothing
@@ -24,8 +18,6 @@ costs no round trip.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,9 +32,7 @@ from .text import admin_reply
 if TYPE_CHECKING:
     from .store import JobStore
 
-__all__ = ["ListeningHost", "ServerConnection", "ServerHost", "ServerProtocol"]
-
-logger = logging.getLogger("django_gearman.server")
+__all__ = ["FRAME_BUDGET", "OUTPUT_HIGH_WATER", "BudgetExceeded", "ServerConnection", "ServerHost"]
 
 T = PacketType
 ERR_MAGIC = packet(T.ERROR, b"INVALID_MAGIC", b"Request magic expected")
@@ -55,8 +45,6 @@ _NORMAL = int(Priority.NORMAL)
 FRAME_BUDGET = 256
 #: Unsent output (bytes) at which a connection stops being served until it is written out.
 OUTPUT_HIGH_WATER = 256 * 1024
-#: Seconds a connection closed for a protocol error may take to write its last replies.
-CLOSE_DEADLINE = 5.0
 #: Largest CAN_DO_TIMEOUT kept, in milliseconds (about 24 days; larger values are clamped).
 MAX_TIMEOUT_MS = 2**31 - 1
 #: Latest SUBMIT_JOB_EPOCH accepted: the last second of year 9999 (what a datetime can hold).
@@ -104,17 +92,6 @@ class ServerHost(Protocol):
     held: list[Any]  # connections whose output waits for a commit
 
     def schedule_flush(self) -> None: ...
-
-
-class ListeningHost(ServerHost, Protocol):
-    """A host that listens on a socket, and so keeps its live connections (the GearmanServer)."""
-
-    connections: set[Any]
-    max_output_bytes: int  # output waiting for one client that does not read (0: no limit)
-
-    def admit(self, host: str, count: int) -> str | None: ...
-
-    def is_admin(self, host: str) -> bool: ...
 
 
 class ServerConnection:
@@ -382,141 +359,6 @@ class ServerConnection:
         if store_id > self.held:
             self.held = store_id
         self.write(reply)
-
-
-class ServerProtocol(ServerConnection, asyncio.Protocol):
-    """A :class:`ServerConnection` on an asyncio transport (the server's connections), with
-    flow control: see the module docstring."""
-
-    def __init__(self, server: ListeningHost) -> None:
-        super().__init__(server)
-        self.host = server
-        self.connections = server.connections  # the server's, to join and leave
-        self.transport: asyncio.Transport | None = None
-        self.reading_paused = False
-        self.writing_paused = False  # the transport's buffer is over its high-water mark
-        self.resume_scheduled = False
-        self.closing: bytes | None = None  # the ERROR to send once held output is written
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        peername = transport.get_extra_info("peername")
-        host = peername[0] if peername else "-"
-        refusal = self.host.admit(host, len(self.connections))
-        if refusal is not None:
-            self.live = False
-            self.peer.closed = True  # never joined the state: nothing to undo
-            transport.close()
-            return
-        self.peer.admin = self.host.is_admin(host)
-        self.opened(sock.fileno() if sock is not None else -1, host)
-        self.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed()
-        self.connections.discard(self)
-        self.transport = None
-
-    def data_received(self, data: bytes) -> None:
-        self.last_seen = self.state.stamp
-        try:
-            self.take(data)
-            if self.process():
-                self._backlogged()
-        except RemoteProtocolError as error:
-            self._protocol_error(error)
-
-    def _backlogged(self) -> None:
-        """Frames are left: stop reading until they are handled, and handle them on a later
-        loop turn (after this turn's output is written), unless the transport is full."""
-        if not self.reading_paused and self.transport is not None:
-            self.transport.pause_reading()
-            self.reading_paused = True
-        if not self.writing_paused and not self.resume_scheduled:
-            self.resume_scheduled = True
-            asyncio.get_running_loop().call_soon(self._resume)
-
-    def _resume(self) -> None:
-        self.resume_scheduled = False
-        if not self.live or self.transport is None or self.writing_paused:
-            return  # resume_writing() comes back here
-        try:
-            if self.process():
-                self._backlogged()
-                return
-        except RemoteProtocolError as error:
-            self._protocol_error(error)
-            return
-        if self.reading_paused and self.live:
-            self.reading_paused = False
-            self.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        if not self.reading_paused and self.transport is not None:
-            self.transport.pause_reading()
-            self.reading_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        if not self.resume_scheduled:
-            self.resume_scheduled = True
-            asyncio.get_running_loop().call_soon(self._resume)
-
-    def flush(self) -> None:
-        """Write the pending replies, unless they wait for a commit (see :attr:`held`)."""
-        data = self.data_to_send()
-        transport = self.transport
-        if transport is None:
-            return
-        if data:
-            transport.write(data)
-            if self.writing_paused:
-                limit = self.host.max_output_bytes
-                if limit and transport.get_write_buffer_size() > limit:
-                    logger.warning(
-                        "dropping %s: it does not read, and %d bytes of output wait for it "
-                        "(--max-output-bytes %d)",
-                        self.peer.host,
-                        transport.get_write_buffer_size(),
-                        limit,
-                    )
-                    transport.abort()
-                    return
-        if self.closing is not None and not self.held:
-            transport.write(self.closing)
-            transport.close()
-            self.closing = None
-            # close() waits for the output to be written: a peer that never reads would keep
-            # the socket for ever, so it is aborted if still there after CLOSE_DEADLINE.
-            asyncio.get_running_loop().call_later(CLOSE_DEADLINE, self._abort_if_open)
-
-    def _abort_if_open(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _protocol_error(self, error: RemoteProtocolError) -> None:
-        """Drop a peer that broke the protocol, after the replies it is owed. A client gets an
-        ERROR packet first; a worker (it registered functions) does not, because workers
-        pipeline GRAB_JOB after each result and would read the ERROR as that reply (Perl's
-        Gearman::Worker then dies): closed silently, it reconnects."""
-        transport = self.transport
-        self.live = False
-        if transport is None:
-            return
-        worker = bool(self.peer.abilities)
-        logger.warning(
-            "closing %s%s: %s",
-            self.peer.host,
-            " (a worker, without an ERROR)" if worker else "",
-            error,
-        )
-        self.closing = b"" if worker else self.error_packet(error)
-        if self.reading_paused is False:
-            transport.pause_reading()
-            self.reading_paused = True
-        self.flush()
 
 
 def _discard(data: bytes) -> None:
