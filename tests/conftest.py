@@ -15,19 +15,16 @@ from typing import Any
 import pytest
 
 from tests.peers import (
-    BackgroundProcess,
+    PERL,
+    PHP,
     EmbeddedServer,
     Gearmand,
     PeerError,
+    ScriptLanguage,
+    ScriptProcess,
     gearadmin_path,
     gearman_cli_path,
     gearmand_path,
-    perl_path,
-    php_path,
-    run_perl,
-    run_php,
-    start_perl,
-    start_php,
 )
 
 
@@ -123,31 +120,29 @@ def gearmand_factory() -> Iterator[Callable[..., Gearmand]]:
 
 
 class ScriptPeer:
-    """Runs one language's peer scripts (``worker.EXT``, ``client.EXT``); what it starts is
-    stopped at teardown. Subclasses name the interpreter and its run/start helpers."""
+    """Runs one language's peer scripts (``worker.EXT``, ``client.EXT``, any other by name);
+    what it starts is stopped by ``close()`` (or at the end of a ``with`` block)."""
 
-    extension = ""
-    run_script: Callable[..., subprocess.CompletedProcess[str]]
-    start_script: Callable[..., BackgroundProcess]
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._started: list[BackgroundProcess] = []
+    def __init__(self, language: ScriptLanguage) -> None:
+        self.language = language
+        self.path = language.path()  # the interpreter: skips or fails here if it is missing
+        self.extension = language.extension
+        self._started: list[ScriptProcess] = []
 
     def run(
         self, script: str, *args: object, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
         """``subprocess.CompletedProcess`` (text) of a script run to its end."""
-        return type(self).run_script(script, *args, timeout=timeout)
+        return self.language.run(script, *args, timeout=timeout)
 
     def start(
         self, script: str, *args: object, wait_for: str | None = None, timeout: float = 10.0
-    ) -> Any:
-        process = type(self).start_script(script, *args, wait_for=wait_for, timeout=timeout)
+    ) -> ScriptProcess:
+        process = self.language.start(script, *args, wait_for=wait_for, timeout=timeout)
         self._started.append(process)
         return process
 
-    def worker(self, address: str, *args: object, timeout: float = 10.0) -> Any:
+    def worker(self, address: str, *args: object, timeout: float = 10.0) -> ScriptProcess:
         """``worker.EXT ADDRESS [ARGS]``, returned once it printed ``ready``."""
         return self.start(
             f"worker.{self.extension}", address, *args, wait_for="ready", timeout=timeout
@@ -172,26 +167,19 @@ class ScriptPeer:
         for process in self._started:
             process.stop()
 
+    def __enter__(self) -> ScriptPeer:
+        return self
 
-class PhpPeer(ScriptPeer):
-    """The scripts in ``tests/php/`` (php-gearman)."""
-
-    extension = "php"
-    run_script = staticmethod(run_php)
-    start_script = staticmethod(start_php)
-
-    def __init__(self) -> None:
-        super().__init__(php_path())
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @pytest.fixture
-def php() -> Iterator[PhpPeer]:
-    """PHP with the gearman extension: ``.run()``, ``.start()``, ``.worker()``, ``.client()``."""
-    peer = PhpPeer()
-    try:
+def php() -> Iterator[ScriptPeer]:
+    """PHP with the gearman extension, the scripts in ``tests/php/``: ``.run()``, ``.start()``,
+    ``.worker()``, ``.client()``."""
+    with ScriptPeer(PHP) as peer:
         yield peer
-    finally:
-        peer.close()
 
 
 @pytest.fixture
@@ -209,23 +197,10 @@ def gearadmin() -> str:
 # -- Perl (issue #14) -------------------------------------------------------------------------
 
 
-class PerlPeer(ScriptPeer):
-    """The scripts in ``tests/perl/`` (Gearman::Client/Worker); ``worker(ADDRESS, PREFIX
-    [, NAMESPACE])``; a Perl ``die`` in the client comes back as ``{"died": message}``."""
-
-    extension = "pl"
-    run_script = staticmethod(run_perl)
-    start_script = staticmethod(start_perl)
-
-    def __init__(self) -> None:
-        super().__init__(perl_path())
-
-
 @pytest.fixture
-def perl() -> Iterator[PerlPeer]:
-    """Perl with Gearman::Client/Worker: ``.run()``, ``.start()``, ``.worker()``, ``.client()``."""
-    peer = PerlPeer()
-    try:
+def perl() -> Iterator[ScriptPeer]:
+    """Perl with Gearman::Client/Worker, the scripts in ``tests/perl/``: ``.run()``,
+    ``.start()``, ``.worker(ADDRESS, PREFIX[, NAMESPACE])``, ``.client()`` (a Perl ``die`` in
+    the client comes back as ``{"died": message}``)."""
+    with ScriptPeer(PERL) as peer:
         yield peer
-    finally:
-        peer.close()

@@ -1,4 +1,5 @@
-"""Real Gearman peers as subprocesses: Debian's gearmand, the gearman CLI and PHP (pecl gearman).
+"""Real Gearman peers as subprocesses: Debian's gearmand, the gearman CLI, PHP (pecl gearman)
+and Perl (Gearman::Client/Worker).
 
 Every server binds 127.0.0.1 on a free port, and every process started here is stopped by its
 owner (the fixtures in ``conftest.py`` do it at teardown). A missing peer skips the test locally
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,19 +65,25 @@ def find_gearmand() -> str | None:
     return shutil.which("gearmand")
 
 
+def _probe(program: str, *args: str) -> subprocess.CompletedProcess[str] | None:
+    """``program ARGS`` run to its end (30 s at most, output captured as text), or None when
+    ``program`` is not on PATH or does not finish; ``.args[0]`` is its path."""
+    path = shutil.which(program)
+    if path is None:
+        return None
+    try:
+        return subprocess.run(
+            [path, *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 @functools.cache
 def find_php_with_gearman() -> str | None:
     """``php`` if its ``php -m`` lists the gearman extension."""
-    php = shutil.which("php")
-    if php is None:
-        return None
-    try:
-        modules = subprocess.run(
-            [php, "-m"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return php if "gearman" in modules.split() else None
+    probe = _probe("php", "-m")
+    return probe.args[0] if probe is not None and "gearman" in probe.stdout.split() else None
 
 
 def gearmand_path() -> str:
@@ -88,10 +96,6 @@ def gearman_cli_path() -> str:
 
 def gearadmin_path() -> str:
     return require_peer("gearadmin", shutil.which("gearadmin"))
-
-
-def php_path() -> str:
-    return require_peer("php with the gearman extension", find_php_with_gearman())
 
 
 def _split_address(address: Any) -> tuple[str, int]:
@@ -374,28 +378,6 @@ class EmbeddedServer(Gearmand):
         return f"<EmbeddedServer {self.address} {state}>"
 
 
-def _php_command(script: str | os.PathLike[str], args: Sequence[object]) -> list[str]:
-    path = Path(script)
-    if not path.is_absolute() and path.parent == Path("."):
-        path = PHP_DIR / path
-    # Warnings go to stderr, so stdout stays one JSON line / "ready".
-    return [php_path(), "-d", "display_errors=stderr", str(path), *map(str, args)]
-
-
-def run_php(
-    script: str | os.PathLike[str], *args: object, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run ``tests/php/<script>`` to completion and capture its output (text)."""
-    return subprocess.run(
-        _php_command(script, args),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 class BackgroundProcess:
     """A process running in the background whose output is read with deadlines, never blocking.
 
@@ -524,24 +506,79 @@ class BackgroundProcess:
         return f"<{type(self).__name__} {self.args} pid {self.pid} exit {self.returncode}>"
 
 
-class PhpProcess(BackgroundProcess):
-    """A PHP script running in the background; ``stop()`` always reaps it."""
+class ScriptProcess(BackgroundProcess):
+    """A peer script (PHP, Perl) running in the background; ``stop()`` always reaps it."""
+
+    def __init__(self, command: list[str], *, script_at: int) -> None:
+        super().__init__(command)
+        self.script_at = script_at  # where the script's path stands in ``command``
 
     def __repr__(self) -> str:
-        return f"<PhpProcess {self.args[3:]} pid {self.pid} exit {self.returncode}>"
+        args = self.args[self.script_at :]
+        return f"<{type(self).__name__} {args} pid {self.pid} exit {self.returncode}>"
 
 
-def start_php(
-    script: str | os.PathLike[str],
-    *args: object,
-    wait_for: str | None = None,
-    timeout: float = 10.0,
-) -> PhpProcess:
-    """Start ``tests/php/<script>``; with ``wait_for``, return once it printed that line."""
-    process = PhpProcess(_php_command(script, args))
-    if wait_for is not None:
-        process.wait_for(wait_for, timeout)
-    return process
+@dataclass(frozen=True)
+class ScriptLanguage:
+    """One language's peer scripts (``NAME.<extension>`` in ``directory``), run by the
+    interpreter ``find()`` returns (None: missing, which :func:`require_peer` reports with
+    ``requirement``), with ``options`` before the script."""
+
+    directory: Path
+    extension: str
+    find: Callable[[], str | None]
+    requirement: str
+    options: tuple[str, ...] = ()
+
+    def path(self) -> str:
+        """The interpreter; skips the test locally and fails it in CI when it is missing."""
+        return require_peer(self.requirement, self.find())
+
+    def command(self, script: str | os.PathLike[str], args: Sequence[object]) -> list[str]:
+        """A bare file name is taken from ``directory``; any other path as it is."""
+        path = Path(script)
+        if not path.is_absolute() and path.parent == Path("."):
+            path = self.directory / path
+        return [self.path(), *self.options, str(path), *map(str, args)]
+
+    def run(
+        self, script: str | os.PathLike[str], *args: object, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the script to completion and capture its output (text)."""
+        return subprocess.run(
+            self.command(script, args),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(
+        self,
+        script: str | os.PathLike[str],
+        *args: object,
+        wait_for: str | None = None,
+        timeout: float = 10.0,
+    ) -> ScriptProcess:
+        """Start the script; with ``wait_for``, return once it printed that line."""
+        process = ScriptProcess(self.command(script, args), script_at=1 + len(self.options))
+        if wait_for is not None:
+            process.wait_for(wait_for, timeout)
+        return process
+
+
+PHP = ScriptLanguage(
+    directory=PHP_DIR,
+    extension="php",
+    find=find_php_with_gearman,
+    requirement="php with the gearman extension",
+    options=("-d", "display_errors=stderr"),  # so stdout stays one JSON line / "ready"
+)
+
+
+def php_path() -> str:
+    return PHP.path()
 
 
 # -- TLS (issue #14) ------------------------------------------------------------------------------
@@ -620,64 +657,17 @@ PERL_DIR = Path(__file__).resolve().parent / "perl"
 def find_perl_gearman() -> str | None:
     """``perl`` if it loads Gearman::Client, Gearman::Worker and JSON::PP (Debian's
     libgearman-client-perl; JSON::PP is core Perl)."""
-    perl = shutil.which("perl")
-    if perl is None:
-        return None
-    try:
-        found = subprocess.run(
-            [perl, "-MGearman::Client", "-MGearman::Worker", "-MJSON::PP", "-e", "1"],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return perl if found.returncode == 0 else None
+    probe = _probe("perl", "-MGearman::Client", "-MGearman::Worker", "-MJSON::PP", "-e", "1")
+    return probe.args[0] if probe is not None and probe.returncode == 0 else None
+
+
+PERL = ScriptLanguage(
+    directory=PERL_DIR,
+    extension="pl",
+    find=find_perl_gearman,
+    requirement="perl with Gearman::Client and Gearman::Worker (Debian libgearman-client-perl)",
+)
 
 
 def perl_path() -> str:
-    return require_peer(
-        "perl with Gearman::Client and Gearman::Worker (Debian libgearman-client-perl)",
-        find_perl_gearman(),
-    )
-
-
-def _perl_command(script: str | os.PathLike[str], args: Sequence[object]) -> list[str]:
-    path = Path(script)
-    if not path.is_absolute() and path.parent == Path("."):
-        path = PERL_DIR / path
-    return [perl_path(), str(path), *map(str, args)]
-
-
-def run_perl(
-    script: str | os.PathLike[str], *args: object, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run ``tests/perl/<script>`` to completion and capture its output (text)."""
-    return subprocess.run(
-        _perl_command(script, args),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-class PerlProcess(BackgroundProcess):
-    """A Perl script running in the background; ``stop()`` always reaps it."""
-
-    def __repr__(self) -> str:
-        return f"<PerlProcess {self.args[1:]} pid {self.pid} exit {self.returncode}>"
-
-
-def start_perl(
-    script: str | os.PathLike[str],
-    *args: object,
-    wait_for: str | None = None,
-    timeout: float = 10.0,
-) -> PerlProcess:
-    """Start ``tests/perl/<script>``; with ``wait_for``, return once it printed that line."""
-    process = PerlProcess(_perl_command(script, args))
-    if wait_for is not None:
-        process.wait_for(wait_for, timeout)
-    return process
+    return PERL.path()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.peers import Gearmand, admin_command, free_port, require_peer
+from tests.peers import Gearmand, ScriptLanguage, admin_command, free_port, require_peer
 
 interop = pytest.mark.interop
 
@@ -169,6 +171,39 @@ def test_require_peer_skips_locally_and_fails_in_ci(monkeypatch) -> None:
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="thing is not available"):
         require_peer("thing", None)
+
+
+def test_a_script_language_runs_and_starts_its_scripts(tmp_path, monkeypatch) -> None:
+    """What the php and perl fixtures share, with Python standing in for the interpreter."""
+    (tmp_path / "echo.py").write_text("import sys\nprint('ready')\nprint(*sys.argv[1:])\n")
+    language = ScriptLanguage(
+        directory=tmp_path,
+        extension="py",
+        find=lambda: sys.executable,
+        requirement="python",
+        options=("-u",),
+    )
+    assert language.command("echo.py", [1, "a"]) == [
+        sys.executable,
+        "-u",
+        str(tmp_path / "echo.py"),
+        "1",
+        "a",
+    ]
+    assert language.command("sub/echo.py", [])[2] == "sub/echo.py"  # a path is kept as it is
+    result = language.run("echo.py", "x", 2)
+    assert (result.returncode, result.stdout) == (0, "ready\nx 2\n")
+    process = language.start("echo.py", "y", wait_for="ready")
+    try:
+        assert process.wait(10) == 0
+        assert process.stdout == "ready\ny\n"
+        assert repr(process).startswith(f"<ScriptProcess [{str(tmp_path / 'echo.py')!r}, 'y'] ")
+    finally:
+        process.stop()
+    monkeypatch.delenv("CI", raising=False)
+    missing = dataclasses.replace(language, find=lambda: None)
+    with pytest.raises(pytest.skip.Exception, match="python is not available"):
+        missing.run("echo.py")
 
 
 def test_free_port_is_bindable() -> None:

@@ -6,7 +6,8 @@ What Perl does differently from libgearman, and what each server makes of it:
 - Its worker sends WORK_COMPLETE/DATA/WARNING/EXCEPTION with the handle alone for a value of
   ``""`` or ``"0"`` (Perl truth: ``$v ? join("\\0", $handle, $v) : $handle``). Our server reads
   the missing argument as empty, so such a result arrives as ``b""`` (``"0"`` never reaches the
-  wire); gearmand 1.1.20 drops the worker and requeues the job, which the worker runs again.
+  wire); gearmand 1.1.20 drops the worker and requeues the job, which the worker runs again
+  (for ever unless ``--job-retries`` caps it: the client never hears back).
 - Its worker's ``send_work_status`` drops the denominator; ``$job->set_status`` is the one that
   works. A function that dies is sent as WORK_EXCEPTION (Storable data) and then WORK_FAIL, and
   a result after CAN_DO_TIMEOUT is late: both servers answer ERROR JOB_NOT_FOUND, which the
@@ -35,28 +36,28 @@ from django_gearman.gearman.envelope import (
     encode_call,
     encode_result,
 )
-from django_gearman.gearman.errors import JobException, JobFailed
+from django_gearman.gearman.errors import JobException, JobFailed, JobTimeout
 from django_gearman.gearman.protocol import PacketType, Priority, RemoteProtocolError
 from django_gearman.gearman.protocol.constants import HEADER, REQ, RES
 from django_gearman.gearman.protocol.packets import decode_body
 from tests.helpers import wait_for, worker_thread
-from tests.peers import PerlProcess, admin_command
+from tests.peers import ScriptProcess, admin_command
 
 pytestmark = pytest.mark.interop
 
 T = PacketType
 
 
-def ran(worker: PerlProcess) -> list[dict[str, str]]:
+def ran(worker: ScriptProcess) -> list[dict[str, str]]:
     """The jobs worker.pl started so far: {"ran": function, "handle", "arg"} each."""
     return [json.loads(line) for line in worker.stdout.splitlines() if line.startswith("{")]
 
 
-def ran_functions(worker: PerlProcess) -> list[str]:
+def ran_functions(worker: ScriptProcess) -> list[str]:
     return [job["ran"] for job in ran(worker)]
 
 
-def exit_within(process: PerlProcess, seconds: float) -> int | None:
+def exit_within(process: ScriptProcess, seconds: float) -> int | None:
     """The exit status if ``process`` ends within ``seconds``, else None (it still runs)."""
     try:
         return process.wait(seconds)
@@ -207,7 +208,7 @@ def test_a_perl_worker_sending_zero_or_empty(server_factory, perl, kind: str) ->
             # gearmand 1.1.20 reads the handle-only frame as a body of size -1 ("realloc(char,
             # count: 18446744073709551615" in its log), drops the worker and requeues the job;
             # the worker reconnects and runs it again, here until --job-retries=2 fails it
-            # (without that cap, forever: the job never ends and the worker does nothing else).
+            # (without that cap, forever: the test below).
             with pytest.raises(JobFailed):
                 client.submit(f"perl.{kind}", b"x", on_data=lambda e: data.append(e.data))
             assert ran_functions(worker) == [f"perl.{kind}"] * 2
@@ -226,6 +227,19 @@ def test_a_perl_worker_sending_zero_or_empty(server_factory, perl, kind: str) ->
             assert ran_functions(worker) == [f"perl.{kind}"] * 2  # once per client
         # Either way the worker lives on.
         assert client.submit("perl.reverse", b"ab") == b"ba"
+
+
+@pytest.mark.parametrize("kind", ["zero", "empty"])
+def test_gearmand_without_job_retries_never_answers_a_perl_zero_or_empty(
+    gearmand, perl, kind: str
+) -> None:
+    """With no --job-retries cap, gearmand 1.1.20 drops the worker and requeues the job on each
+    handle-only WORK_COMPLETE, again and again: the client never hears back."""
+    worker = perl.worker(gearmand.address, "perl")
+    with GearmanClient([gearmand.address], timeout=5) as client:
+        with pytest.raises(JobTimeout):
+            client.submit(f"perl.{kind}", b"x")
+    assert ran_functions(worker).count(f"perl.{kind}") >= 2, worker.stderr  # run again
 
 
 def test_perls_send_work_status_fails_on_both_servers(server_factory, perl) -> None:
