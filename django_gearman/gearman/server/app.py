@@ -65,7 +65,9 @@ class GearmanServer:
     many sleeping workers one new job wakes (0 = all).
 
     Limits (0 = none): ``max_connections``; ``idle_timeout`` seconds after which a connection
-    that is neither a worker nor waiting for a job is closed; ``max_buffer_bytes`` of
+    that is neither a worker nor waiting for a job is closed; ``stall_timeout`` seconds after
+    which one stopped mid-packet, or one that has read none of its output (it does not read), is
+    closed, idle or not; ``max_buffer_bytes`` of
     unfinished packets over all connections (past it, the connection that adds more is cut
     off) and ``max_output_bytes`` of output waiting for one client that does not read;
     ``max_jobs`` and ``max_job_bytes`` over all functions; ``max_queue`` per priority for every
@@ -73,9 +75,6 @@ class GearmanServer:
     Access: ``allow`` networks may connect, ``admin_allow`` ones may change the server (both
     loopback by default).
     """
-
-    #: A connection that stops mid-packet for this long is closed, idle timeout or not.
-    STALLED_TIMEOUT = 60.0
 
     def __init__(
         self,
@@ -91,6 +90,7 @@ class GearmanServer:
         ssl: ssl_module.SSLContext | None = None,
         max_connections: int = 0,
         idle_timeout: float = 0,
+        stall_timeout: float = 60,
         max_buffer_bytes: int = 128 * 1024 * 1024,
         max_output_bytes: int = 64 * 1024 * 1024,
         max_jobs: int = 0,
@@ -111,6 +111,7 @@ class GearmanServer:
         self.worker_wakeup = worker_wakeup
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.stall_timeout = stall_timeout
         self.max_buffer_bytes = max_buffer_bytes
         self.max_output_bytes = max_output_bytes
         self.max_jobs = max_jobs
@@ -267,15 +268,29 @@ class GearmanServer:
             self._close_idle(int(now))
 
     def _close_idle(self, now: int) -> None:
+        """Abort connections idle past ``idle_timeout`` (clients only), stopped mid-packet past
+        ``stall_timeout``, or that have not taken a byte of their output for ``stall_timeout``
+        (they do not read: their requests wait unread, so ``last_seen`` alone cannot tell)."""
         idle = self.idle_timeout
-        stalled = self.STALLED_TIMEOUT if not idle else min(idle, self.STALLED_TIMEOUT)
+        stall = self.stall_timeout
         for connection in list(self.connections):
             quiet = now - connection.last_seen
-            if quiet < stalled and (not idle or quiet < idle):
-                continue
+            blocked = connection.write_blocked_since
+            if blocked and connection.transport is not None:
+                size = connection.transport.get_write_buffer_size()
+                if size < connection.blocked_size:  # it read some: still a (slow) reader
+                    blocked = connection.write_blocked_since = now
+                connection.blocked_size = size
             peer = connection.peer
-            if connection.buffered and quiet >= stalled:
-                why = f"stalled mid-packet for {quiet} s"
+            if stall and blocked and now - blocked >= stall:
+                why = (
+                    f"it has read none of its output for {now - blocked:g} s (it does not read; "
+                    f"--stall-timeout {stall:g})"
+                )
+            elif connection.reading_paused:
+                continue  # the server stopped reading it (backlog), so its silence is ours
+            elif stall and connection.buffered and quiet >= stall:
+                why = f"stalled mid-packet for {quiet} s (--stall-timeout {stall:g})"
             elif idle and quiet >= idle and not (peer.abilities or peer.waiting_on or peer.jobs):
                 why = f"idle for {quiet} s (--idle-timeout {idle:g})"
             else:

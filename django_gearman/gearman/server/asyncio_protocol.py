@@ -51,6 +51,8 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reading_paused = False
         self.writing_paused = False  # the transport's buffer is over its high-water mark
+        self.write_blocked_since = 0  # state.stamp when writing paused (0: it is not)
+        self.blocked_size = 0  # the transport's buffered bytes when last looked at, paused
         self.resume_scheduled = False
         self.closing: bytes | None = None  # the ERROR to send once held output is written
 
@@ -110,12 +112,15 @@ class ServerProtocol(ServerConnection, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self.write_blocked_since = self.state.stamp
+        self.blocked_size = self.transport.get_write_buffer_size() if self.transport else 0
         if not self.reading_paused and self.transport is not None:
             self.transport.pause_reading()
             self.reading_paused = True
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self.write_blocked_since = 0
         if not self.resume_scheduled:
             self.resume_scheduled = True
             asyncio.get_running_loop().call_soon(self._resume)

@@ -130,7 +130,14 @@ def add_arguments(
         type=_non_negative,
         default=0,
         help="close a connection silent this many seconds, unless it is a worker or waits for "
-        "a job (default 0: never, as gearmand); one stalled mid-packet is closed after 60 s",
+        "a job (default 0: never, as gearmand)",
+    )
+    limits.add_argument(
+        "--stall-timeout",
+        type=_non_negative,
+        default=60,
+        help="close a connection stopped mid-packet, or one that has read none of its replies "
+        "(it does not read), for this many seconds (default 60)",
     )
     limits.add_argument(
         "--max-buffer-bytes",
@@ -315,6 +322,7 @@ def run(
         ssl=tls_server_context(options),
         max_connections=max_connections,
         idle_timeout=getattr(options, "idle_timeout", 0),
+        stall_timeout=getattr(options, "stall_timeout", 60),
         max_buffer_bytes=getattr(options, "max_buffer_bytes", 128 * 1024 * 1024),
         max_output_bytes=getattr(options, "max_output_bytes", 64 * 1024 * 1024),
         max_jobs=getattr(options, "max_jobs", 0),
