@@ -334,6 +334,23 @@ def test_our_envelope_on_a_perl_worker(gearman_server, perl) -> None:
         assert decode_result(client.submit("perl.add", encode_call([1, 1])))["sum"] == 2
 
 
+def test_a_perl_worker_result_of_zero_needs_a_newline(server_factory, perl) -> None:
+    """docs/wire-format.md: a Perl worker's JSON ``0`` is false in Perl, so Gearman::Worker
+    sends no result at all (read as null); ``encode(...) . "\\n"`` gets ``0`` through. On
+    gearmand the bare ``0`` makes it drop the worker (see the zero/empty tests), so only the
+    newline is asked of it."""
+    server = server_factory(extra_args=["--job-retries=2"])
+    perl.worker(server.address, "perl")
+    with GearmanClient([server.address], timeout=15) as client:
+        kwargs = {"bare": True, "newline": True}
+        assert decode_result(client.submit("perl.add", encode_call([0], kwargs))) == 0
+        assert decode_result(client.submit("perl.add", encode_call([2, 3], kwargs))) == 5
+        if server_factory.kind == "embedded":
+            zero = client.submit("perl.add", encode_call([0], {"bare": True}))
+            assert zero == b"" and decode_result(zero) is None
+            assert decode_result(client.submit("perl.add", encode_call([4], {"bare": True}))) == 4
+
+
 # -- a Perl client, our worker ------------------------------------------------------------------
 
 

@@ -23,7 +23,8 @@
 #   timeout     registered with a timeout of 1 s (CAN_DO_TIMEOUT); sleeps 2 s, then "late"
 #   add         the JSON envelope {"args": [...], "kwargs": {...}, "meta": {...}}: the sum of
 #               the numeric args times kwargs.scale (default 1), as JSON; a bad workload or a
-#               non-number is answered with send_work_exception({"type", "message"} as JSON)
+#               non-number is answered with send_work_exception({"type", "message"} as JSON);
+#               kwargs.bare: the sum alone (kwargs.newline: followed by "\n")
 use strict;
 use warnings;
 use Gearman::Worker;
@@ -66,7 +67,12 @@ sub add_numbers {
         my $scale = ($envelope->{kwargs} || {})->{scale};
         unless ($error) {
             my $meta = $envelope->{meta} || {};
-            my $result = { sum => $total * (defined $scale ? $scale : 1), meta => [sort keys %$meta] };
+            my $sum = $total * (defined $scale ? $scale : 1);
+            my $kwargs = $envelope->{kwargs} || {};
+            # bare: the sum alone, as a remote_task returns a number; newline: with "\n"
+            # after the JSON, so that a sum of 0 ("0", false in Perl) still reaches the wire.
+            return $json->encode($sum) . ($kwargs->{newline} ? "\n" : "") if $kwargs->{bare};
+            my $result = { sum => $sum, meta => [sort keys %$meta] };
             return $json->encode($result);
         }
     }
